@@ -1,0 +1,85 @@
+"""The entry object: `VoC(model).answer(question, options)`.
+
+Like vLLM's `LLM`, one object holds the engine; `answer_batch` is list in, list out, and every
+strategy round of the whole list goes to the engine as one batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from voc.engines import Engine, SamplingParams, make_engine
+from voc.prompts import Templates
+from voc.strategies import FinalRule, Strategy, make_strategy
+from voc.types import Answer, Question
+
+
+class VoC:
+    """Answer medical multiple-choice questions with a language model.
+
+    >>> voc = VoC()                       # the embedded SmolLM2-135M-Instruct, no download
+    >>> voc.answer("Is aspirin an anticoagulant?", ["yes", "no", "maybe"]).choice
+
+    `model`: None (embedded default), a local HF folder, a `.gguf` file or a hub id.
+    `engine`: "hf", "vllm", "openai", or an already started `Engine` (to share one between strategies).
+    `strategy`: "voc" (Verification-of-Choice), "cot" or "direct".
+    `params`: how to generate (max_tokens, temperature, seed, ...); greedy by default.
+    `final_rule`: for voc, how to combine the choice round and the verdicts ("combined", "choice", "verdicts").
+    `templates`: a folder whose .jinja files override the built-in prompts.
+    Other keyword arguments go to the engine (device, dtype, batch_size, trust_remote_code, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        strategy: str = "voc",
+        engine: str | Engine = "hf",
+        params: SamplingParams | None = None,
+        final_rule: FinalRule = "combined",
+        templates: str | os.PathLike[str] | None = None,
+        **engine_options: Any,
+    ) -> None:
+        self.templates = Templates(templates)
+        self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule)
+        if isinstance(engine, Engine):
+            self.engine = engine
+        else:
+            self.engine = make_engine(engine, None if model is None else os.fspath(model), **engine_options)
+
+    def answer(
+        self,
+        question: str | Question,
+        options: Sequence[str] | Mapping[str, str] | None = None,
+        context: str | None = None,
+        gold: str | None = None,
+    ) -> Answer:
+        """Answer one question. `options`: a list of texts (labelled A, B, ...) or a dict label -> text."""
+        if isinstance(question, Question):
+            if options is not None or context is not None:
+                raise ValueError("pass either a Question or question text with options, not both")
+            return self.answer_batch([question])[0]
+        if options is None:
+            raise ValueError("options are missing; pass a list of option texts or a dict label -> text")
+        return self.answer_batch([Question(question=question, options=options, context=context, gold=gold)])[0]
+
+    def answer_batch(self, questions: Sequence[Question]) -> list[Answer]:
+        """Answer many questions; each strategy round is one batched engine call for all of them."""
+        questions = list(questions)
+        bad = [type(q).__name__ for q in questions if not isinstance(q, Question)]
+        if bad:
+            raise TypeError(f"answer_batch takes Question objects, got {bad[0]}; build them with voc.Question(...)")
+        if not questions:
+            return []
+        return self.strategy.run(questions, self.engine)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> VoC:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

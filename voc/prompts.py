@@ -1,0 +1,76 @@
+"""Prompt templates: Jinja files under `templates/`, rendered in a sandbox.
+
+Each prompt is one template file made of named blocks: `system` and `user` are the chat
+messages; the other blocks (`answer_prefix`, `candidate`, `verdict_prefix`, ...) are the
+pieces the strategies put in the assistant's turn. Question, context and option texts are
+passed as values, so template syntax inside them is plain text, never evaluated.
+A user folder given as `templates=` overrides any built-in file of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+from voc.engines.base import ChatPrompt
+
+MESSAGE_BLOCKS = ("system", "user")  # stripped of surrounding whitespace; other blocks are kept verbatim
+
+
+def builtin_templates_dir() -> Path:
+    """The templates shipped with the package (inside the wheel), else the source checkout's `templates/`."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"voc's built-in templates are missing (looked in {here}/templates); reinstall voc")
+
+
+class Templates:
+    """Loads and renders the prompt templates; `folder` overrides the built-in files."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        loaders = []
+        if folder is not None:
+            path = Path(folder)
+            if not path.is_dir():
+                raise FileNotFoundError(f"templates folder {path} does not exist; give a folder of .jinja files")
+            loaders.append(FileSystemLoader(str(path)))
+        self.folder = Path(folder) if folder is not None else None
+        loaders.append(FileSystemLoader(str(builtin_templates_dir())))
+        self.env = SandboxedEnvironment(
+            loader=ChoiceLoader(loaders), undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
+        )
+
+    def get(self, name: str) -> Template:
+        try:
+            return self.env.get_template(name)
+        except TemplateNotFound:
+            raise FileNotFoundError(f"template {name!r} not found in {self.folder or 'the built-in templates'}") from None
+
+    def block(self, name: str, block: str, **variables: Any) -> str:
+        """Render one named block of a template file."""
+        template = self.get(name)
+        if block not in template.blocks:
+            raise KeyError(f"template {name!r} has no block {block!r}; it defines {sorted(template.blocks)}")
+        text = "".join(template.blocks[block](template.new_context(variables)))
+        return text.strip() if block in MESSAGE_BLOCKS else text
+
+    def chat(self, name: str, response_prefix: str = "", **variables: Any) -> ChatPrompt:
+        """The system and user messages of a template file, with the start of the assistant's reply."""
+        messages = [{"role": role, "content": self.block(name, role, **variables)} for role in MESSAGE_BLOCKS]
+        return ChatPrompt(tuple(m for m in messages if m["content"]), response_prefix)
+
+    def source_hash(self) -> str:
+        """A hash of every template's source, for run fingerprints: a changed template is a changed run."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in sorted(self.env.list_templates(extensions=["jinja"])):
+            source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+        return digest.hexdigest()

@@ -1,0 +1,26 @@
+"""Prompt strategies: `direct`, `cot` and `voc` (Verification-of-Choice)."""
+
+from __future__ import annotations
+
+from voc.engines.base import SamplingParams
+from voc.prompts import Templates
+from voc.strategies.base import Strategy
+from voc.strategies.cot import ChainOfThought
+from voc.strategies.direct import Direct
+from voc.strategies.voc import FINAL_RULES, FinalRule, VerificationOfChoice
+
+STRATEGIES: dict[str, type[Strategy]] = {"direct": Direct, "cot": ChainOfThought, "voc": VerificationOfChoice}
+
+
+def make_strategy(
+    name: str, templates: Templates | None = None, params: SamplingParams | None = None, final_rule: FinalRule = "combined"
+) -> Strategy:
+    """The strategy called `name` (one of direct, cot, voc)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    if name == "voc":
+        return VerificationOfChoice(templates, params, final_rule)
+    return STRATEGIES[name](templates, params)
+
+
+__all__ = ["FINAL_RULES", "STRATEGIES", "ChainOfThought", "Direct", "Strategy", "VerificationOfChoice", "make_strategy"]

@@ -1,0 +1,142 @@
+"""The data model at the toolkit's boundary: a `Question` goes in, an `Answer` comes out.
+
+Both are pydantic models, so bad input fails early with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LABELS = string.ascii_uppercase  # option labels used when options come as a plain list
+
+
+def default_labels(n: int) -> list[str]:
+    """Labels A, B, C, ... for `n` options (at most 26)."""
+    if n > len(LABELS):
+        raise ValueError(f"{n} options given, at most {len(LABELS)} can be labelled A-Z; pass options as a dict label -> text")
+    return list(LABELS[:n])
+
+
+def _options_to_dict(options: Any) -> dict[str, str]:
+    """Accept a list of texts, a list of (label, text) pairs or a mapping; keep the order."""
+    if isinstance(options, Mapping):
+        pairs = list(options.items())
+    elif isinstance(options, str | bytes):
+        raise ValueError("options must be a list of option texts or a dict label -> text, not a single string")
+    elif isinstance(options, Sequence):
+        items = list(options)
+        if items and all(isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2 for item in items):
+            pairs = [(item[0], item[1]) for item in items]
+        else:
+            pairs = list(zip(default_labels(len(items)), items, strict=True))
+    else:
+        raise ValueError(f"options must be a list or a dict, got {type(options).__name__}")
+    result: dict[str, str] = {}
+    for label, text in pairs:
+        if not isinstance(label, str) or not isinstance(text, str):
+            raise ValueError(f"option labels and texts must be strings, got {label!r}: {text!r}")
+        label = label.strip()
+        if label in result:
+            raise ValueError(f"duplicate option label {label!r}; give each option its own label")
+        result[label] = text
+    return result
+
+
+class Question(BaseModel):
+    """One multiple-choice question.
+
+    `options` is an ordered mapping label -> text; a plain list of texts gets labels A, B, C, ...
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    question: str
+    options: dict[str, str]
+    context: str | None = None
+    gold: str | None = Field(default=None, description="label of the correct option, if known")
+    id: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is empty; give the question text")
+        return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _normalise_options(cls, value: Any) -> dict[str, str]:
+        options = _options_to_dict(value)
+        if len(options) < 2:
+            raise ValueError(f"a question needs at least 2 options, got {len(options)}")
+        seen: dict[str, str] = {}
+        for label, text in options.items():
+            if not label:
+                raise ValueError("an option label is empty; labels must be non-empty strings like 'A'")
+            if any(ch.isspace() for ch in label):
+                raise ValueError(f"option label {label!r} contains whitespace; use labels like 'A' or 'yes'")
+            if not text.strip():
+                raise ValueError(f"option {label!r} has no text; every option needs a text")
+            key = " ".join(text.split()).casefold()
+            if key in seen:
+                raise ValueError(f"options {seen[key]!r} and {label!r} have the same text {text!r}; options must differ")
+            seen[key] = label
+        return options
+
+    @field_validator("context")
+    @classmethod
+    def _blank_context_is_none(cls, value: str | None) -> str | None:
+        return value if value is not None and value.strip() else None
+
+    @model_validator(mode="after")
+    def _check_gold_and_id(self) -> Question:
+        if self.gold is not None and self.gold not in self.options:
+            raise ValueError(f"gold label {self.gold!r} is not among the option labels {list(self.options)}")
+        if not self.id:
+            object.__setattr__(self, "id", self.fingerprint()[:12])
+        return self
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.options)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the content (question, options, context); the default id."""
+        payload = json.dumps([self.question, list(self.options.items()), self.context], ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class Verification(BaseModel):
+    """The VoC strategy's check of one option: the generated text and the verdict probability."""
+
+    label: str
+    text: str
+    verdict_probability: float = Field(description="P(option is correct) from the verdict tokens, 0..1")
+
+
+class Answer(BaseModel):
+    """The toolkit's answer to one `Question`."""
+
+    question_id: str
+    strategy: str
+    label: str = Field(description="label of the chosen option")
+    choice: str = Field(description="text of the chosen option")
+    probabilities: dict[str, float] = Field(description="final probability of each option label, sums to 1")
+    choice_logprobs: dict[str, float] = Field(default_factory=dict, description="raw log-probability of each label in the choice round")
+    verifications: dict[str, Verification] = Field(default_factory=dict, description="VoC only: one per option label")
+    completions: list[str] = Field(default_factory=list, description="raw generated texts, in round order")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    context_truncated: bool = Field(default=False, description="the context was shortened to fit the model")
+    gold: str | None = None
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.gold is None else self.label == self.gold
