@@ -24,3 +24,30 @@ def data_root() -> Path:
 
 
 # --- end data fixtures ---
+
+# --- model fixtures ---
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama folder (see tests/tiny_model.py), built once per test session."""
+    from tests.tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path):  # noqa: ANN201
+    """One transformers engine on the tiny model, shared by the tests of a session."""
+    from voc.engines.hf import HFEngine
+
+    return HFEngine(str(tiny_model_dir), batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted to an HF folder (skips if not installed)."""
+    from voc.models import ModelNotFoundError, resolve_model
+
+    try:
+        return Path(resolve_model(None))
+    except ModelNotFoundError as error:
+        pytest.skip(str(error))

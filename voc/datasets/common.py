@@ -27,8 +27,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class DataError(ValueError):
     """A bad data file or row; the message names the file and the line (or key) and says what is wrong."""
 
-    def __init__(self, source: str, reason: str, *, line: int | None = None, where: str | None = None,
-                 skippable: bool = True) -> None:
+    def __init__(
+        self, source: str, reason: str, *, line: int | None = None, where: str | None = None, skippable: bool = True
+    ) -> None:
         self.source = source
         self.reason = reason
         self.line = line
@@ -66,8 +67,7 @@ class LoadReport:
         if not self.errors:
             return f"loaded {self.loaded} questions from {self.source}"
         first = self.errors[0]
-        return (f"skipped {self.skipped} invalid rows in {self.source} "
-                f"(first: {first.where}: {first.reason})")
+        return f"skipped {self.skipped} invalid rows in {self.source} (first: {first.where}: {first.reason})"
 
 
 class QuestionList(list[Question]):
@@ -147,7 +147,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataErr
         try:
             row = parse_json(text)
         except json.JSONDecodeError as exc:
-            yield number, DataError(name, f"invalid JSON ({exc.msg} at column {exc.colno}); truncated line?", line=number)
+            reason = f"invalid JSON ({exc.msg} at column {exc.colno}); truncated line?"
+            yield number, DataError(name, reason, line=number)
             continue
         except RowError as exc:
             yield number, DataError(name, str(exc), line=number)
@@ -186,13 +187,15 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     try:
         obj = parse_json(text)
     except json.JSONDecodeError as exc:
-        raise DataError(name, f"invalid JSON ({exc.msg} at column {exc.colno}); truncated file?",
-                        line=exc.lineno, skippable=False) from None
+        raise DataError(
+            name, f"invalid JSON ({exc.msg} at column {exc.colno}); truncated file?", line=exc.lineno, skippable=False
+        ) from None
     except RowError as exc:  # a duplicate key: the message names it
         raise DataError(name, str(exc), skippable=False) from None
     if not isinstance(obj, dict):
-        raise DataError(name, f"expected a JSON object at the top level, got {type(obj).__name__}",
-                        line=1, skippable=False)
+        raise DataError(
+            name, f"expected a JSON object at the top level, got {type(obj).__name__}", line=1, skippable=False
+        )
     return obj
 
 
@@ -207,7 +210,7 @@ def is_hub_id(path: str | Path | None) -> bool:
 def iter_hub(hub_id: str, split: str, name: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (row number, row dict) from `datasets.load_dataset(hub_id, name, split=split)` (needs network)."""
     try:
-        import datasets  # noqa: PLC0415 - optional dependency, imported only for hub ids
+        import datasets  # optional dependency, imported only for hub ids
     except ImportError as exc:
         raise ImportError(f"loading {hub_id!r} from the Hugging Face hub needs `pip install datasets`") from exc
     dataset = datasets.load_dataset(hub_id, name, split=split) if name else datasets.load_dataset(hub_id, split=split)
@@ -263,8 +266,10 @@ def collect(
                 if question is None:
                     continue
                 if check_ids and question.id in seen_ids:
-                    error = DataError(source, f"duplicate question id {question.id!r} (also at {seen_ids[question.id]}); "
-                                      "ids must be unique", line=line, where=where_of(key))
+                    reason = (
+                        f"duplicate question id {question.id!r} (also at {seen_ids[question.id]}); ids must be unique"
+                    )
+                    error = DataError(source, reason, line=line, where=where_of(key))
                 else:
                     seen_ids[question.id] = where_of(key)
                     questions.append(question)
@@ -277,8 +282,9 @@ def collect(
         raise DataError(source, "the file holds no rows", line=1, skippable=False)
     if not questions and report.errors:
         first = report.errors[0]
-        raise DataError(source, f"all {report.skipped} rows are invalid (first: {first.where}: {first.reason})",
-                        skippable=False)
+        raise DataError(
+            source, f"all {report.skipped} rows are invalid (first: {first.where}: {first.reason})", skippable=False
+        )
     report.loaded = len(questions)
     if report.errors:
         logger.warning(report.summary())
@@ -293,7 +299,7 @@ def get_field(row: Mapping[str, Any], name: str, kind: type | tuple[type, ...] |
     if name not in row or row[name] is None:
         raise RowError(f"missing field {name!r}")
     value = row[name]
-    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool) and bool not in _kinds(kind)):
+    if kind is not None and (not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind))):
         expected = " or ".join(k.__name__ for k in _kinds(kind))
         raise RowError(f"field {name!r} must be {expected}, got {type(value).__name__}")
     return value
@@ -310,8 +316,9 @@ def check_answer_text(row: Mapping[str, Any], options: Mapping[str, Any], gold: 
         return
     text = options[gold]
     if isinstance(text, str) and " ".join(answer.split()).casefold() != " ".join(text.split()).casefold():
-        raise RowError(f"answer {one_line(answer, 80)!r} is not the text of the gold option {gold!r} "
-                       f"({one_line(text, 80)!r})")
+        raise RowError(
+            f"answer {one_line(answer, 80)!r} is not the text of the gold option {gold!r} ({one_line(text, 80)!r})"
+        )
 
 
 # --- data root -----------------------------------------------------------------------------------------------
@@ -324,18 +331,24 @@ def data_root() -> Path:
     if env:
         root = Path(env).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"VOC_DATA_ROOT={env} is not a folder; set it to the folder holding pubmedqa/, "
-                                    "medqa/ ...")
+            raise FileNotFoundError(
+                f"VOC_DATA_ROOT={env} is not a folder; set it to the folder holding pubmedqa/, medqa/ ..."
+            )
         return root
     repo = Path(__file__).resolve().parents[2]
-    candidates = [Path.cwd() / "shared/data", Path.cwd() / "../shared/data", repo / "shared/data",
-                  repo / "../shared/data"]
+    candidates = [
+        Path.cwd() / "shared/data",
+        Path.cwd() / "../shared/data",
+        repo / "shared/data",
+        repo / "../shared/data",
+    ]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"no data folder found (tried {tried}); set VOC_DATA_ROOT to the folder holding "
-                            "pubmedqa/, medqa/ ...")
+    raise FileNotFoundError(
+        f"no data folder found (tried {tried}); set VOC_DATA_ROOT to the folder holding pubmedqa/, medqa/ ..."
+    )
 
 
 def resolve_file(path: str | Path | None, default_folder: str, filename: str) -> Path:

@@ -55,11 +55,11 @@ def _options(row: Mapping[str, Any], fields: FieldMap) -> Any:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise RowError(f"field {fields.options_field!r} must be a JSON list or object of options, got "
-                           f"{value[:40]!r}") from None
+            raise RowError(
+                f"field {fields.options_field!r} must be a JSON list or object of options, got {value[:40]!r}"
+            ) from None
     if not isinstance(value, dict | list):
-        raise RowError(f"field {fields.options_field!r} must be a list or dict of options, got "
-                       f"{type(value).__name__}")
+        raise RowError(f"field {fields.options_field!r} must be a list or dict of options, got {type(value).__name__}")
     return value
 
 
@@ -71,8 +71,9 @@ def map_row(row: Mapping[str, Any], fields: FieldMap) -> Question:
         if gold == "":
             gold = None
         if gold is not None and not isinstance(gold, str):
-            raise RowError(f"field {fields.gold_field!r} must be an option label like 'A', got "
-                           f"{type(gold).__name__} {gold!r}")
+            raise RowError(
+                f"field {fields.gold_field!r} must be an option label like 'A', got {type(gold).__name__} {gold!r}"
+            )
         gold = gold.strip() if gold is not None else None
     context = None
     if fields.context_field:
@@ -86,8 +87,14 @@ def map_row(row: Mapping[str, Any], fields: FieldMap) -> Question:
     used = fields.used()
     keep = fields.metadata_fields if fields.metadata_fields is not None else [k for k in row if k not in used]
     metadata = {name: row.get(name) for name in keep}
-    return Question(question=get_field(row, fields.question_field, str), options=_options(row, fields),
-                    context=context, gold=gold, id=qid, metadata=metadata)
+    return Question(
+        question=get_field(row, fields.question_field, str),
+        options=_options(row, fields),
+        context=context,
+        gold=gold,
+        id=qid,
+        metadata=metadata,
+    )
 
 
 def load_jsonl(
@@ -106,11 +113,17 @@ def load_jsonl(
     Fields not mapped go to metadata unless `metadata_fields` lists the ones to keep. Ids must be unique when
     `id_field` is given; otherwise each id is the question's content fingerprint.
     """
-    fields = FieldMap(question_field, options_field, option_fields, context_field, gold_field, id_field,
-                      metadata_fields)
+    fields = FieldMap(
+        question_field, options_field, option_fields, context_field, gold_field, id_field, metadata_fields
+    )
     path = Path(path)
-    return collect(display_name(path), iter_jsonl(path), lambda row, _line: map_row(row, fields),
-                   skip_invalid=skip_invalid, check_ids=id_field is not None)
+    return collect(
+        display_name(path),
+        iter_jsonl(path),
+        lambda row, _line: map_row(row, fields),
+        skip_invalid=skip_invalid,
+        check_ids=id_field is not None,
+    )
 
 
 CsvRecords = Iterator[tuple[int, dict[str, str] | DataError]]
@@ -198,14 +211,31 @@ def load_csv(
         elif "options" in header:
             options_field = "options"
         else:
-            raise DataError(name, f"no option columns found in the header {header}; pass option_fields or "
-                            "options_field", line=header_line, skippable=False)
-    fields = FieldMap(question_field, options_field, option_fields, context_field, gold_field, id_field,
-                      metadata_fields)
-    wanted = [question_field, options_field, gold_field, context_field, id_field, *(option_fields or ()),
-              *(metadata_fields or ())]
+            raise DataError(
+                name,
+                f"no option columns found in the header {header}; pass option_fields or options_field",
+                line=header_line,
+                skippable=False,
+            )
+    fields = FieldMap(
+        question_field, options_field, option_fields, context_field, gold_field, id_field, metadata_fields
+    )
+    wanted = [
+        question_field,
+        options_field,
+        gold_field,
+        context_field,
+        id_field,
+        *(option_fields or ()),
+        *(metadata_fields or ()),
+    ]
     missing = [c for c in wanted if c and c not in header]
     if missing:
         raise DataError(name, f"no column(s) {missing} in the header {header}", line=header_line, skippable=False)
-    return collect(name, records, lambda row, _line: map_row(row, fields), skip_invalid=skip_invalid,
-                   check_ids=id_field is not None)
+    return collect(
+        name,
+        records,
+        lambda row, _line: map_row(row, fields),
+        skip_invalid=skip_invalid,
+        check_ids=id_field is not None,
+    )

@@ -56,8 +56,9 @@ def medmcqa_row_to_question(row: Mapping[str, Any], line: int | str = 0) -> Ques
     metadata: dict[str, Any] = {"realidx": realidx}
     if row.get("subject") is not None:
         metadata["subject"] = row["subject"]
-    return Question(question=get_field(row, "question", str), options=opts, gold=gold, id=f"medmcqa-{realidx}",
-                    metadata=metadata)
+    return Question(
+        question=get_field(row, "question", str), options=opts, gold=gold, id=f"medmcqa-{realidx}", metadata=metadata
+    )
 
 
 def load_medmcqa(path: str | Path | None = None, skip_invalid: bool = False, split: str = "test") -> QuestionList:

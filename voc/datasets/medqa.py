@@ -53,8 +53,9 @@ def indexed(rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
         yield line, row if isinstance(row, DataError) else (index, row)
 
 
-def load_medqa(path: str | Path | None = None, options: int = 4, skip_invalid: bool = False,
-               split: str = "test") -> QuestionList:
+def load_medqa(
+    path: str | Path | None = None, options: int = 4, skip_invalid: bool = False, split: str = "test"
+) -> QuestionList:
     """Load MedQA with 4 or 5 options. `path`: the test.jsonl, its folder, or a hub id; default from data_root().
 
     Ids are "medqa-<realidx>" (4 options) or "medqa5-<row>" (5 options). `split` is used for hub ids only.
@@ -76,7 +77,8 @@ def load_medqa(path: str | Path | None = None, options: int = 4, skip_invalid: b
     return collect(source, indexed(rows), convert, skip_invalid=skip_invalid)
 
 
-def load_medqa_5options(path: str | Path | None = None, skip_invalid: bool = False,
-                        split: str = "test") -> QuestionList:
+def load_medqa_5options(
+    path: str | Path | None = None, skip_invalid: bool = False, split: str = "test"
+) -> QuestionList:
     """Load the 5-option MedQA test set (medqa_5options/test.jsonl)."""
     return load_medqa(path, options=5, skip_invalid=skip_invalid, split=split)

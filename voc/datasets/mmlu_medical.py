@@ -44,8 +44,13 @@ def _from_hub_schema(row: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
         raise RowError(f"field 'answer' must be an index into choices, got {answer!r}")
     labels = default_labels(len(choices))
-    return {"question": row.get("question"), "options": dict(zip(labels, choices, strict=True)),
-            "answer_idx": labels[answer], "subject": row.get("subject"), "realidx": row.get("realidx")}
+    return {
+        "question": row.get("question"),
+        "options": dict(zip(labels, choices, strict=True)),
+        "answer_idx": labels[answer],
+        "subject": row.get("subject"),
+        "realidx": row.get("realidx"),
+    }
 
 
 def mmlu_row_to_question(row: Mapping[str, Any], line: int | str = 0) -> Question:
@@ -58,12 +63,22 @@ def mmlu_row_to_question(row: Mapping[str, Any], line: int | str = 0) -> Questio
     subject = get_field(row, "subject", str)
     realidx = row.get("realidx")
     number = realidx if realidx is not None else line
-    return Question(question=get_field(row, "question", str), options=opts, gold=gold,
-                    id=f"mmlu-{subject}-{number}", metadata={"subject": subject, "realidx": realidx})
+    return Question(
+        question=get_field(row, "question", str),
+        options=opts,
+        gold=gold,
+        id=f"mmlu-{subject}-{number}",
+        metadata={"subject": subject, "realidx": realidx},
+    )
 
 
-def load_mmlu_medical(path: str | Path | None = None, subjects: Iterable[str] | None = None,
-                      skip_invalid: bool = False, split: str = "test", hub_name: str | None = "all") -> QuestionList:
+def load_mmlu_medical(
+    path: str | Path | None = None,
+    subjects: Iterable[str] | None = None,
+    skip_invalid: bool = False,
+    split: str = "test",
+    hub_name: str | None = "all",
+) -> QuestionList:
     """Load MMLU medical questions, only those of `subjects` (default: the six of MMLU_MEDICAL_SUBJECTS).
 
     `path`: test.jsonl, its folder, or a hub id such as "cais/mmlu" (with `split` and config `hub_name`).

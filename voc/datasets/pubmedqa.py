@@ -38,8 +38,10 @@ def _files(path: str | Path | None) -> tuple[Path, Path]:
     ori, truth = folder / ORI_FILE, folder / GROUND_TRUTH_FILE
     for file in (ori, truth):
         if not file.is_file():
-            raise FileNotFoundError(f"no {file.name} in {folder}; pass the folder holding {ORI_FILE} and "
-                                    f"{GROUND_TRUTH_FILE}, or set VOC_DATA_ROOT")
+            raise FileNotFoundError(
+                f"no {file.name} in {folder}; pass the folder holding {ORI_FILE} and "
+                f"{GROUND_TRUTH_FILE}, or set VOC_DATA_ROOT"
+            )
     return ori, truth
 
 
@@ -127,8 +129,13 @@ def _from_hub_schema(row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-def load_pubmedqa(path: str | Path | None = None, split: Split = "test", skip_invalid: bool = False,
-                  hub_name: str = "pqa_labeled", hub_split: str = "train") -> QuestionList:
+def load_pubmedqa(
+    path: str | Path | None = None,
+    split: Split = "test",
+    skip_invalid: bool = False,
+    hub_name: str = "pqa_labeled",
+    hub_split: str = "train",
+) -> QuestionList:
     """Load PubMedQA PQA-L: split "test" (the 500 official test PMIDs), "train" (the other labelled 500) or "all".
 
     `path`: the folder with ori_pqal.json and test_ground_truth.json (default data_root()/"pubmedqa"), or a hub id
@@ -141,8 +148,9 @@ def load_pubmedqa(path: str | Path | None = None, split: Split = "test", skip_in
     if is_hub_id(path):
         _, truth_file = _files(None)
         source = f"hub:{path}[{hub_split}]"
-        entries: Iterator[tuple[str, Any]] = (_from_hub_schema(row) for _, row in iter_hub(str(path), hub_split,
-                                                                                           hub_name))
+        entries: Iterator[tuple[str, Any]] = (
+            _from_hub_schema(row) for _, row in iter_hub(str(path), hub_split, hub_name)
+        )
     else:
         ori_file, truth_file = _files(path)
         source = display_name(ori_file)
