@@ -35,7 +35,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(tiny_model_dir: Path):  # noqa: ANN201
+def tiny_engine(tiny_model_dir: Path):
     """One transformers engine on the tiny model, shared by the tests of a session."""
     from voc.engines.hf import HFEngine
 

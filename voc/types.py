@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LABELS = string.ascii_uppercase  # option labels used when options come as a plain list
+_LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]\s*")  # what str.splitlines() splits on
+
+
+def one_line(text: str) -> str:
+    """An option text as it is shown and stored: stripped, each line break (with the spaces around it) made one space."""
+    return _LINE_BREAK.sub(" ", text.strip())
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr() of a value for an error message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def default_labels(n: int) -> list[str]:
@@ -40,10 +53,10 @@ def _options_to_dict(options: Any) -> dict[str, str]:
     result: dict[str, str] = {}
     for label, text in pairs:
         if not isinstance(label, str) or not isinstance(text, str):
-            raise ValueError(f"option labels and texts must be strings, got {label!r}: {text!r}")
+            raise ValueError(f"option labels and texts must be strings, got {_short(label)}: {_short(text)}")
         label = label.strip()
         if label in result:
-            raise ValueError(f"duplicate option label {label!r}; give each option its own label")
+            raise ValueError(f"duplicate option label {_short(label)}; give each option its own label")
         result[label] = text
     return result
 
@@ -52,6 +65,9 @@ class Question(BaseModel):
     """One multiple-choice question.
 
     `options` is an ordered mapping label -> text; a plain list of texts gets labels A, B, C, ...
+    Each option is shown on one line of the prompt, so option texts are stored stripped, with every
+    line break (and the spaces around it) replaced by one space. Labels are printable text without
+    whitespace. Bad input raises pydantic's `ValidationError` with a one-line reason.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -81,12 +97,15 @@ class Question(BaseModel):
             if not label:
                 raise ValueError("an option label is empty; labels must be non-empty strings like 'A'")
             if any(ch.isspace() for ch in label):
-                raise ValueError(f"option label {label!r} contains whitespace; use labels like 'A' or 'yes'")
-            if not text.strip():
-                raise ValueError(f"option {label!r} has no text; every option needs a text")
+                raise ValueError(f"option label {_short(label)} contains whitespace; use labels like 'A' or 'yes'")
+            if not label.isprintable():
+                raise ValueError(f"option label {_short(label)} contains an unprintable character; use labels like 'A' or 'yes'")
+            text = options[label] = one_line(text)
+            if not text:
+                raise ValueError(f"option {_short(label)} has no text; every option needs a text")
             key = " ".join(text.split()).casefold()
             if key in seen:
-                raise ValueError(f"options {seen[key]!r} and {label!r} have the same text {text!r}; options must differ")
+                raise ValueError(f"options {_short(seen[key])} and {_short(label)} have the same text {_short(text)}; options must differ")
             seen[key] = label
         return options
 

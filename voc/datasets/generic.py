@@ -171,8 +171,11 @@ def iter_csv(path: str | Path, delimiter: str = ",") -> tuple[list[str], int, Cs
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield start, DataError(name, f"bad CSV ({exc})", line=start)
-                return  # the reader cannot resync after a broken quote
+                reason = "unterminated quote, it runs to the end of the file" if "end of data" in str(exc) else exc
+                yield start, DataError(name, f"bad CSV ({reason})", line=start)
+                if reader.line_num < start:
+                    return  # no progress: stop rather than loop
+                continue  # the reader goes on with the next line
             if not record or not any(cell.strip() for cell in record):
                 continue
             if len(record) != len(header):

@@ -169,9 +169,10 @@ def load_pubmedqa(
             label = truth.get(pmid)
             yield pmid, label if isinstance(label, DataError) else (row, label)
         if split != "train":
-            for pmid in truth:
+            for pmid, label in truth.items():
                 if pmid not in seen:
-                    yield pmid, DataError(truth_source, f"test PMID is missing from {ORI_FILE}", where=f"PMID {pmid}")
+                    missing = DataError(truth_source, f"test PMID is missing from {ORI_FILE}", where=f"PMID {pmid}")
+                    yield pmid, label if isinstance(label, DataError) else missing
 
     def convert(item: tuple[Any, str | None] | None, pmid: int | str) -> Question | None:
         if item is None:

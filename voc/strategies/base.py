@@ -6,6 +6,7 @@ batched call. Round timings are kept in `round_seconds` for throughput reports.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from voc.prompts import Templates
 from voc.types import Answer, Question
 
 CANDIDATE_ROOM = 8  # tokens kept free for a scored candidate such as " A"
+TRUNCATION_MARK = " ..."  # ends a shortened context, so the model sees that text is missing
 
 
 class Strategy:
@@ -28,8 +30,22 @@ class Strategy:
         self.templates = templates or Templates()
         self.params = params or SamplingParams()
         self.round_seconds: dict[str, float] = {}
-        for name in self.template_files:
-            self.templates.get(name)  # fail now, not in the middle of a run
+        self.check_templates()
+
+    def check_templates(self) -> None:
+        """Render every block of this strategy's templates once with a sample question (with and without
+        context), so that a broken user template fails when the strategy is made, not in the middle of a run."""
+        sample = Question(question="Sample question?", options={"A": "first", "B": "second"}, context="Sample context.")
+        for question in (sample, sample.model_copy(update={"context": None})):
+            variables = {
+                "question": question,
+                "option": {"label": "A", "text": "first"},
+                "label": "A",
+                "verifications": [{"label": lab, "option_text": text, "text": "Sample."} for lab, text in question.options.items()],
+            }
+            for name in self.template_files:
+                for block in self.templates.get(name).blocks:
+                    self.templates.block(name, block, **variables)
 
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
         raise NotImplementedError
@@ -47,9 +63,12 @@ class Strategy:
     def fit_context(
         self, question: Question, engine: Engine, prompt_tokens: Callable[[Question], int], room: int
     ) -> tuple[Question, bool]:
-        """Shorten the context (from the end) until `prompt_tokens(question) + room` fits the model.
+        """Make the question's prompts fit the model: `prompt_tokens(question) + room <= engine.max_model_len`.
 
-        Returns the question to use and whether the context was truncated. Raises
+        The policy: the question and options are never changed; when the prompt is too long the context
+        is cut from its end (at a word boundary when there is one nearby, marked with " ...") to the
+        longest start that fits, or dropped when nothing of it fits. Returns the question to use and
+        whether the context was shortened (recorded as `Answer.context_truncated`). Raises
         PromptTooLongError when even the question and options alone do not fit.
         """
         limit = engine.max_model_len
@@ -62,16 +81,31 @@ class Strategy:
                 f"question {question.id}: the question and options alone need {need} tokens (with {room} for the reply), "
                 f"more than the model's {limit}; shorten them, lower max_tokens or use a model with a longer window"
             )
-        words = question.context.split(" ")
-        low, high = 0, len(words)  # the longest prefix of words that fits, by bisection
+        context = question.context
+
+        def fits(n: int) -> bool:
+            return prompt_tokens(question.model_copy(update={"context": cut_text(context, n)})) + room <= limit
+
+        low, high = 0, len(context) - 1  # the longest start (in characters) that fits, by bisection
         while low < high:
             mid = (low + high + 1) // 2
-            if prompt_tokens(question.model_copy(update={"context": " ".join(words[:mid]) + " ..."})) + room <= limit:
+            if fits(mid):
                 low = mid
             else:
                 high = mid - 1
-        context = " ".join(words[:low]) + " ..." if low else None
-        return question.model_copy(update={"context": context}), True
+        return question.model_copy(update={"context": cut_text(context, low) if low else None}), True
+
+
+def cut_text(text: str, n: int) -> str | None:
+    """The first `n` characters of `text` plus TRUNCATION_MARK, ended at the last word boundary if it is in
+    the second half (so words are not split, yet texts without spaces still keep a start); None if empty."""
+    head = text[:n]
+    if n < len(text) and not text[n].isspace():
+        boundary = re.search(r"\s\S*$", head)
+        if boundary and boundary.start() > n // 2:
+            head = head[: boundary.start()]
+    head = head.rstrip()
+    return head + TRUNCATION_MARK if head else None
 
 
 def label_probabilities(labels: Sequence[str], logprobs: Sequence[float]) -> dict[str, float]:

@@ -1,0 +1,323 @@
+"""What a benchmark run keeps on disk: one JSONL record per (dataset, strategy, question), and the run fingerprint.
+
+Durability rules, so that an interrupted run (Ctrl-C, kill -9, crash, full disk) loses nothing already answered:
+- records are appended, a chunk at a time, with one `write` on an O_APPEND file followed by `fsync`;
+- a write that fails half-way (full disk) is cut back to the last complete line before the error is raised;
+- a kill during a write can leave a torn last line (bytes without a final newline): `RecordStore.load` drops it;
+- the latest record of a (dataset, strategy, question) wins, so a question that failed earlier is recomputed and
+  its new record supersedes the error record;
+- small metadata files (fingerprint.json, run.json, reports) are written to a temporary file and renamed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+FINGERPRINT_FILE = "fingerprint.json"
+RUN_FILE = "run.json"
+
+
+class BenchError(ValueError):
+    """A benchmark problem the user can fix (wrong folder, bad option, corrupt file); the message says how."""
+
+
+class RecordsWriteError(BenchError):
+    """Results could not be written (for example a full disk); the records file was left intact."""
+
+
+class VerificationRecord(BaseModel):
+    """The VoC verification of one option, as stored."""
+
+    text: str
+    verdict_probability: float
+
+
+class ResultRecord(BaseModel):
+    """One (dataset, strategy, question) result. `error` is set, and `label` None, when the question failed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    question_id: str
+    dataset: str
+    strategy: str
+    subject: str | None = Field(default=None, description="MMLU subject (None for other datasets)")
+    labels: list[str] = Field(description="option labels in the order shown to the model")
+    gold: str | None = None
+    label: str | None = Field(default=None, description="chosen option label; None when the question failed")
+    correct: bool | None = None
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    choice_logprobs: dict[str, float] = Field(default_factory=dict)
+    verifications: dict[str, VerificationRecord] = Field(default_factory=dict)
+    completions: list[str] = Field(default_factory=list)
+    prompt_hash: str = Field(default="", description="sha256 of the rendered first-round prompt(s) of this question")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    context_truncated: bool = False
+    seconds: float = Field(default=0.0, description="this question's share of its chunk's wall time")
+    round_seconds: dict[str, float] = Field(default_factory=dict, description="its share of each strategy round's time")
+    error: str | None = None
+    attempts: int = 1
+    chunk: int = 0
+    session: str = ""
+    record_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: str = Field(default_factory=lambda: now_iso())
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.dataset, self.strategy, self.question_id)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.label is not None
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class RunFingerprint(BaseModel):
+    """Everything that decides the results of a run; a changed fingerprint means the old records are not comparable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    engine: str
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    datasets: list[str]
+    questions: dict[str, str] = Field(description="dataset -> hash of the selected questions' ids and contents")
+    limit: int | None
+    seed: int
+    params: dict[str, Any]
+    templates_hash: str
+    final_rule: str
+
+    def differences(self, other: RunFingerprint) -> list[str]:
+        """Names of the fields that differ, e.g. ['params', 'templates_hash']."""
+        mine, theirs = self.model_dump(), other.model_dump()
+        return [name for name in mine if mine[name] != theirs.get(name)]
+
+
+# --- small files --------------------------------------------------------------------------------------------
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a whole file through a temporary file and a rename: readers see the old file or the new one."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); delete it or use another --out folder") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path} should hold a JSON object; delete it or use another --out folder")
+    return data
+
+
+# --- the records file ---------------------------------------------------------------------------------------
+
+
+class RecordStore:
+    """The append-only JSONL file of a run's results."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.dropped_bytes = 0  # size of the torn last line dropped by the last `load`
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def load(self, repair: bool = True) -> list[ResultRecord]:
+        """All complete records, in file order.
+
+        Trailing bytes after the last newline are a line torn by an interrupted write: they are dropped (and, with
+        `repair`, cut off the file so that the next append starts on a fresh line). A complete line that is not a
+        valid record raises BenchError naming the line; nothing is changed then.
+        """
+        self.dropped_bytes = 0
+        if not self.path.is_file():
+            return []
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # 0 when there is no complete line
+        if end < len(data):
+            self.dropped_bytes = len(data) - end
+            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted write", self.path, self.dropped_bytes)
+            if repair:
+                self._truncate(end)
+        records: list[ResultRecord] = []
+        for number, raw in enumerate(data[:end].split(b"\n")[:-1], start=1):
+            if not raw.strip():
+                continue
+            try:
+                records.append(ResultRecord.model_validate_json(raw))
+            except ValidationError as exc:
+                reason = exc.errors()[0].get("msg", "invalid record")
+                raise BenchError(
+                    f"{self.path} line {number} is not a valid result record ({reason}); "
+                    "fix or delete that line (or move the file aside) and re-run"
+                ) from None
+        return records
+
+    def _truncate(self, size: int) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def append(self, records: Sequence[ResultRecord]) -> None:
+        """Append records durably: one write, then fsync. On failure the file is cut back to where it was."""
+        if not records:
+            return
+        payload = b"".join(r.model_dump_json().encode() + b"\n" for r in records)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                self._write_all(fd, payload)
+                os.fsync(fd)
+            except OSError as exc:
+                try:  # leave no partial line behind
+                    os.ftruncate(fd, before)
+                    os.fsync(fd)
+                except OSError:
+                    pass  # the torn tail is then dropped by the next load
+                reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+                raise RecordsWriteError(
+                    f"could not write results to {self.path} ({reason}); the records written before are intact: "
+                    "free space (or fix the problem) and re-run the same command to resume"
+                ) from exc
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
+
+    @staticmethod
+    def _write_all(fd: int, payload: bytes) -> None:
+        view = memoryview(payload)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def latest_by_key(records: Iterable[ResultRecord]) -> dict[tuple[str, str, str], ResultRecord]:
+    """The last record of each (dataset, strategy, question); a successful record is never replaced by an error."""
+    latest: dict[tuple[str, str, str], ResultRecord] = {}
+    for record in records:
+        previous = latest.get(record.key)
+        if previous is not None and previous.ok and not record.ok:
+            continue
+        latest[record.key] = record
+    return latest
+
+
+# --- the run folder -----------------------------------------------------------------------------------------
+
+
+class RunFolder:
+    """An output folder: records.jsonl, fingerprint.json, run.json and the report files."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.records = RecordStore(self.path / RECORDS_FILE)
+
+    @property
+    def fingerprint_path(self) -> Path:
+        return self.path / FINGERPRINT_FILE
+
+    def read_fingerprint(self) -> RunFingerprint | None:
+        if not self.fingerprint_path.is_file():
+            return None
+        try:
+            return RunFingerprint.model_validate(read_json(self.fingerprint_path))
+        except ValidationError:
+            raise BenchError(
+                f"{self.fingerprint_path} was not written by this version of voc bench; use a new --out folder or pass --force"
+            ) from None
+
+    def claim(self, fingerprint: RunFingerprint, force: bool = False) -> bool:
+        """Make this folder the home of a run with `fingerprint`; True when earlier records may be resumed.
+
+        A folder holding another configuration's results is refused (BenchError), unless `force`: then its
+        records are moved aside to records.<time>.jsonl (never deleted) and the run starts afresh.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise BenchError(f"--out {self.path} is a file; give a folder")
+        existing = self.read_fingerprint() if self.path.is_dir() else None
+        if existing is None and self.records.exists():
+            if not force:
+                raise BenchError(
+                    f"{self.path} holds {RECORDS_FILE} but no {FINGERPRINT_FILE}, so it cannot be resumed safely; "
+                    "use a new --out folder or pass --force (the old records are kept aside)"
+                )
+            self._set_aside()
+        elif existing is not None and existing != fingerprint:
+            changed = ", ".join(existing.differences(fingerprint))
+            if not force:
+                raise BenchError(
+                    f"{self.path} holds a run with another configuration (changed: {changed}); "
+                    "use a new --out folder, or pass --force to start it afresh (the old records are kept aside)"
+                )
+            self._set_aside()
+            existing = None
+        self.path.mkdir(parents=True, exist_ok=True)
+        if existing is None:
+            write_atomic(self.fingerprint_path, fingerprint.model_dump_json(indent=2) + "\n")
+            return False
+        return True
+
+    def _set_aside(self) -> None:
+        if self.records.exists():
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            target = self.path / f"records.{stamp}.jsonl"
+            os.replace(self.records.path, target)
+            log.warning("moved the records of the earlier configuration to %s", target)
+
+    def read_run_info(self) -> dict[str, Any]:
+        path = self.path / RUN_FILE
+        return read_json(path) if path.is_file() else {}
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        write_atomic(self.path / RUN_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")

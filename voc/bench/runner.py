@@ -1,0 +1,392 @@
+"""Run a benchmark: plan the questions, answer what is missing in chunks, write records as each chunk finishes.
+
+- Every strategy sees the same questions (one seeded, label-stratified sample per dataset), so strategies can be
+  compared pairwise.
+- One engine is shared by all strategies of the run.
+- Resuming: records already in the output folder are kept; only missing (or failed) questions are computed.
+- A chunk that raises is retried once; if it fails again, each of its questions is tried alone once, and those
+  that still fail are recorded as errors with the message. The run goes on; the report counts the errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm.auto import tqdm
+
+from voc.api import VoC
+from voc.bench.records import (
+    BenchError,
+    ResultRecord,
+    RunFingerprint,
+    RunFolder,
+    VerificationRecord,
+    latest_by_key,
+    now_iso,
+)
+from voc.datasets import DATASETS, load_dataset, stratified_sample
+from voc.engines import ENGINES, Engine, SamplingParams, make_engine
+from voc.prompts import Templates
+from voc.strategies import FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
+from voc.types import Answer, Question
+
+log = logging.getLogger(__name__)
+
+SECRET_OPTIONS = re.compile(r"key|token|secret|password", re.IGNORECASE)  # engine options kept out of the fingerprint
+
+
+class BenchConfig(BaseModel):
+    """The options of `voc bench`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="HF folder, .gguf or hub id; None = the embedded SmolLM2-135M-Instruct")
+    engine: str = "hf"
+    engine_options: dict[str, Any] = Field(default_factory=dict, description="extra engine arguments (device, dtype, base_url, ...)")
+    datasets: list[str] = Field(default_factory=lambda: ["pubmedqa"])
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
+    limit: int | None = Field(default=None, ge=1, description="per dataset: a seeded label-stratified sample of this size")
+    seed: int = 0
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    batch_size: int = Field(default=16, ge=1)
+    chunk_size: int = Field(default=32, ge=1, description="questions per strategy call; records are written after each chunk")
+    data_root: str | None = None
+    out: str | None = None
+    force: bool = False
+    final_rule: str = "combined"
+    templates: str | None = None
+
+    @field_validator("datasets", "strategies")
+    @classmethod
+    def _unique(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("give at least one name")
+        return list(dict.fromkeys(values))
+
+    def check(self) -> None:
+        """One-line errors for unknown names."""
+        for name in self.datasets:
+            if name not in DATASETS:
+                raise BenchError(f"unknown dataset {name!r}; use one or more of {', '.join(DATASETS)}")
+        for name in self.strategies:
+            if name not in STRATEGIES:
+                raise BenchError(f"unknown strategy {name!r}; use one or more of {', '.join(STRATEGIES)}")
+        if self.engine not in ENGINES:
+            raise BenchError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
+        if self.final_rule not in FINAL_RULES:
+            raise BenchError(f"unknown final rule {self.final_rule!r}; use one of {', '.join(FINAL_RULES)}")
+
+    def out_dir(self) -> Path:
+        """--out, else runs/<model>-<engine> (the same command always maps to the same folder, so it resumes)."""
+        if self.out:
+            return Path(self.out)
+        name = Path(self.model.rstrip("/")).name if self.model else "default"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+        return Path("runs") / f"{slug}-{self.engine}"
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+
+
+# --- planning -------------------------------------------------------------------------------------------------
+
+
+def plan_questions(config: BenchConfig) -> dict[str, list[Question]]:
+    """The questions of each dataset: all of them, or a seeded label-stratified sample of `limit`."""
+    plan: dict[str, list[Question]] = {}
+    for name in config.datasets:
+        path = Path(config.data_root) / name if config.data_root else None
+        questions = list(load_dataset(name, path))
+        if config.limit is not None:
+            questions = stratified_sample(questions, config.limit, config.seed)
+        plan[name] = questions
+    return plan
+
+
+def questions_hash(questions: Sequence[Question]) -> str:
+    digest = hashlib.sha256()
+    for q in questions:
+        digest.update(q.id.encode() + b"\0" + q.fingerprint().encode() + b"\0" + (q.gold or "").encode() + b"\n")
+    return digest.hexdigest()
+
+
+def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, list[Question]]) -> RunFingerprint:
+    options = {k: v for k, v in sorted(config.engine_options.items()) if v is not None and not SECRET_OPTIONS.search(k)}
+    return RunFingerprint(
+        model=config.model or "default (embedded SmolLM2-135M-Instruct)",
+        engine=config.engine,
+        engine_options=options,
+        datasets=list(plan),
+        questions={name: questions_hash(qs) for name, qs in plan.items()},
+        limit=config.limit,
+        seed=config.seed,
+        params=config.params().model_dump(mode="json"),
+        templates_hash=templates.source_hash(),
+        final_rule=config.final_rule,
+    )
+
+
+# --- records --------------------------------------------------------------------------------------------------
+
+
+def first_round_prompts(strategy: Strategy, question: Question) -> list[Any]:
+    """The prompts a strategy sends for `question` in its first round (what `prompt_hash` identifies)."""
+    if isinstance(strategy, VerificationOfChoice):
+        return [strategy.verify_prompt(question, label) for label in question.labels]
+    if isinstance(strategy, ChainOfThought):
+        return [strategy.reasoning_prompt(question)]
+    if isinstance(strategy, Direct):
+        return [strategy.prompt(question)]
+    return []
+
+
+def prompt_hash(strategy: Strategy, question: Question, engine: Engine) -> str:
+    """sha256 of the rendered first-round prompt(s) (chat template applied), before any context shortening."""
+    prompts = first_round_prompts(strategy, question)
+    if not prompts:  # an unknown strategy: identify the question content instead
+        return hashlib.sha256(question.fingerprint().encode()).hexdigest()
+    return hashlib.sha256("\0".join(engine.render(p) for p in prompts).encode()).hexdigest()
+
+
+def answer_record(dataset: str, question: Question, answer: Answer, **fields: Any) -> ResultRecord:
+    return ResultRecord(
+        question_id=question.id,
+        dataset=dataset,
+        strategy=answer.strategy,
+        subject=question.metadata.get("subject"),
+        labels=question.labels,
+        gold=question.gold,
+        label=answer.label,
+        correct=answer.correct,
+        probabilities=answer.probabilities,
+        choice_logprobs=answer.choice_logprobs,
+        verifications={k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()},
+        completions=answer.completions,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        context_truncated=answer.context_truncated,
+        **fields,
+    )
+
+
+def error_record(dataset: str, strategy: str, question: Question, message: str, **fields: Any) -> ResultRecord:
+    return ResultRecord(
+        question_id=question.id, dataset=dataset, strategy=strategy, subject=question.metadata.get("subject"),
+        labels=question.labels, gold=question.gold, error=message, **fields,
+    )
+
+
+def error_message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return message if len(message) <= 500 else message[:497] + "..."
+
+
+# --- answering with retries -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkOutcome:
+    """Per question of a chunk: its Answer or an error message, and how many attempts it took."""
+
+    answers: list[Answer | str]
+    attempts: list[int]
+
+
+def answer_chunk(answer_batch: Callable[[list[Question]], list[Answer]], chunk: list[Question]) -> ChunkOutcome:
+    """Answer a chunk; retry it once on an exception, then try each question alone once."""
+
+    def attempt(questions: list[Question]) -> list[Answer]:
+        answers = answer_batch(questions)
+        if len(answers) != len(questions) or any(a.question_id != q.id for a, q in zip(answers, questions, strict=False)):
+            raise RuntimeError(f"the strategy returned {len(answers)} answers for {len(questions)} questions, or out of order")
+        return answers
+
+    last: Exception | None = None
+    for tries in (1, 2):
+        try:
+            return ChunkOutcome(list(attempt(chunk)), [tries] * len(chunk))
+        except Exception as exc:
+            last = exc
+            log.warning("chunk of %d questions failed (attempt %d of 2): %s", len(chunk), tries, error_message(exc))
+    if len(chunk) == 1:
+        return ChunkOutcome([error_message(last)], [2])  # type: ignore[arg-type]
+    answers: list[Answer | str] = []
+    for question in chunk:  # isolate the questions that fail
+        try:
+            answers.append(attempt([question])[0])
+        except Exception as exc:
+            log.warning("question %s failed: %s", question.id, error_message(exc))
+            answers.append(error_message(exc))
+    return ChunkOutcome(answers, [3] * len(chunk))
+
+
+# --- the run ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchOutcome:
+    """What `run_bench` did."""
+
+    out: Path
+    planned: int  # (question, strategy) pairs in the plan
+    reused: int  # already in the folder
+    computed: int  # answered in this call
+    errors: int  # recorded as errors in this call
+    dropped_torn_line: bool = False
+    report_files: list[Path] = field(default_factory=list)
+
+
+def describe_hardware() -> dict[str, Any]:
+    """Machine facts for the report: CPU, cores, memory, accelerator."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    info.setdefault("cpu", platform.processor() or platform.machine())
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def run_bench(
+    config: BenchConfig,
+    engine: Engine | None = None,
+    progress: bool = True,
+    command: Sequence[str] | None = None,
+    write_report: bool = True,
+) -> BenchOutcome:
+    """Run (or resume) the benchmark described by `config`; `engine` reuses an already started engine."""
+    config.check()
+    templates = Templates(config.templates)
+    plan = plan_questions(config)
+    fingerprint = make_fingerprint(config, templates, plan)
+    folder = RunFolder(config.out_dir())
+    folder.claim(fingerprint, force=config.force)
+    earlier = folder.records.load()
+    dropped = folder.records.dropped_bytes > 0
+    done = {key for key, r in latest_by_key(earlier).items() if r.ok}
+
+    todo: list[tuple[str, str, list[Question]]] = []  # (dataset, strategy, missing questions)
+    for dataset, questions in plan.items():
+        for strategy in config.strategies:
+            missing = [q for q in questions if (dataset, strategy, q.id) not in done]
+            if missing:
+                todo.append((dataset, strategy, missing))
+    planned = sum(len(qs) for qs in plan.values()) * len(config.strategies)
+    n_todo = sum(len(m) for _, _, m in todo)
+    outcome = BenchOutcome(folder.path, planned, planned - n_todo, 0, 0, dropped)
+
+    session = {
+        "id": os.urandom(6).hex(), "started": now_iso(), "command": list(command) if command is not None else sys.argv,
+        "hardware": describe_hardware(), "to_compute": n_todo, "status": "running",
+    }
+    info = folder.read_run_info()
+    info.update(config=config.model_dump(mode="json", exclude={"force"}), strategies=_merge(info.get("strategies", []), config.strategies))
+    info.setdefault("sessions", []).append(session)
+    folder.write_run_info(info)
+
+    own_engine = engine is None and n_todo > 0
+    try:
+        if n_todo:
+            if engine is None:
+                engine = make_engine(config.engine, config.model, batch_size=config.batch_size, **config.engine_options)
+            session["model_name"] = engine.model_name
+            session["engine"] = type(engine).__name__
+            runners = {
+                s: VoC(engine=engine, strategy=s, params=config.params(), final_rule=config.final_rule, templates=config.templates)  # type: ignore[arg-type]
+                for s in config.strategies
+            }
+            chunk_number = max((r.chunk for r in earlier), default=-1) + 1
+            with tqdm(total=n_todo, desc="bench", unit="question", disable=not progress, position=0) as bar:
+                for dataset, strategy, missing in todo:
+                    runner = runners[strategy]
+                    bar.set_postfix_str(f"{dataset} / {strategy}")
+                    for start in range(0, len(missing), config.chunk_size):
+                        chunk = missing[start : start + config.chunk_size]
+                        records = _run_chunk(runner, engine, dataset, strategy, chunk, chunk_number, session["id"])
+                        folder.records.append(records)
+                        chunk_number += 1
+                        outcome.computed += sum(1 for r in records if r.ok)
+                        outcome.errors += sum(1 for r in records if not r.ok)
+                        bar.update(len(chunk))
+        session["status"] = "finished"
+    except KeyboardInterrupt:
+        session["status"] = "interrupted"
+        raise
+    except BaseException as exc:
+        session["status"] = f"failed: {error_message(exc)}"
+        raise
+    finally:
+        session.update(finished=now_iso(), computed=outcome.computed, errors=outcome.errors)
+        try:
+            folder.write_run_info(info)
+        except OSError as exc:
+            log.warning("could not update %s: %s", folder.path / "run.json", exc)
+        if own_engine and engine is not None:
+            engine.close()
+    if write_report:
+        from voc.bench.report import write_report as write
+
+        outcome.report_files = write(folder.path)
+    return outcome
+
+
+def _merge(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys([*first, *second]))
+
+
+def _run_chunk(
+    runner: VoC, engine: Engine, dataset: str, strategy: str, chunk: list[Question], chunk_number: int, session: str
+) -> list[ResultRecord]:
+    """Answer one chunk (with retries) and turn the answers into records with their timings."""
+    rounds_before = dict(runner.strategy.round_seconds)
+    start = time.perf_counter()
+    outcome = answer_chunk(runner.answer_batch, chunk)
+    share = (time.perf_counter() - start) / len(chunk)
+    rounds = {k: (v - rounds_before.get(k, 0.0)) / len(chunk) for k, v in runner.strategy.round_seconds.items()}
+    rounds = {k: v for k, v in rounds.items() if v > 0}
+    records = []
+    for question, answer, attempts in zip(chunk, outcome.answers, outcome.attempts, strict=True):
+        common = {"seconds": share, "round_seconds": rounds, "attempts": attempts, "chunk": chunk_number, "session": session}
+        try:
+            phash = prompt_hash(runner.strategy, question, engine)
+        except Exception as exc:
+            log.warning("could not hash the prompt of %s: %s", question.id, exc)
+            phash = ""
+        if isinstance(answer, str):
+            records.append(error_record(dataset, strategy, question, answer, prompt_hash=phash, **common))
+        else:
+            records.append(answer_record(dataset, question, answer, prompt_hash=phash, **common))
+    return records
+
+
+def utc_date() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
