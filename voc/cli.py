@@ -58,8 +58,13 @@ def cmd_answer(args: argparse.Namespace) -> int:
         raise ValueError("give at least two options, e.g. -o yes -o no -o maybe")
     question = Question(question=args.question, options=args.option, context=args.context)
     voc = VoC(
-        args.model, strategy=args.strategy, engine=args.engine, params=sampling_params(args),
-        final_rule=args.final_rule, templates=args.templates, **engine_options(args),
+        args.model,
+        strategy=args.strategy,
+        engine=args.engine,
+        params=sampling_params(args),
+        final_rule=args.final_rule,
+        templates=args.templates,
+        **engine_options(args),
     )
     try:
         answer = voc.answer(question)
@@ -76,12 +81,16 @@ def cmd_answer(args: argparse.Namespace) -> int:
             print(f"    verdict P(correct)={v.verdict_probability:.3f}")
             for line in v.text.splitlines() or [""]:
                 print(f"    | {line}")
-    print(f"Answer: {answer.label}. {answer.choice}  (strategy {answer.strategy}{', context truncated' if answer.context_truncated else ''})")
+    print(
+        f"Answer: {answer.label}. {answer.choice}  (strategy {answer.strategy}{', context truncated' if answer.context_truncated else ''})"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voc", description="Answer medical multiple-choice questions with LLMs by Verification-of-Choice.")
+    parser = argparse.ArgumentParser(
+        prog="voc", description="Answer medical multiple-choice questions with LLMs by Verification-of-Choice."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -93,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("--json", action="store_true", help="print the full Answer record as JSON")
     add_model_arguments(answer)
     answer.set_defaults(handler=cmd_answer)
+
+    from voc.bench.cli import add_parsers as add_bench_parsers  # `voc bench`, `voc report`
+
+    add_bench_parsers(commands)
     return parser
 
 

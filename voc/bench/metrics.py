@@ -27,7 +27,9 @@ def accuracy(correct: Sequence[bool]) -> float | None:
     return sum(correct) / len(correct) if correct else None
 
 
-def bootstrap_ci(values: Sequence[float], n_resamples: int = N_BOOTSTRAP, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+def bootstrap_ci(
+    values: Sequence[float], n_resamples: int = N_BOOTSTRAP, seed: int = 0, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
     """Percentile bootstrap confidence interval of the mean of `values` (None for no values)."""
     data = np.asarray(values, dtype=float)
     if data.size == 0:
@@ -110,7 +112,9 @@ class PairedComparison:
     mcnemar: McNemar
 
 
-def paired_comparison(first: str, second: str, correct_first: Sequence[bool], correct_second: Sequence[bool], seed: int = 0) -> PairedComparison:
+def paired_comparison(
+    first: str, second: str, correct_first: Sequence[bool], correct_second: Sequence[bool], seed: int = 0
+) -> PairedComparison:
     """Paired accuracy difference (first - second) with a bootstrap CI over questions, and McNemar's test."""
     if len(correct_first) != len(correct_second):
         raise ValueError("paired outcomes must have the same length")
@@ -118,8 +122,14 @@ def paired_comparison(first: str, second: str, correct_first: Sequence[bool], co
     b = sum(1 for a, s in zip(correct_first, correct_second, strict=True) if a and not s)
     c = sum(1 for a, s in zip(correct_first, correct_second, strict=True) if s and not a)
     return PairedComparison(
-        first, second, len(diffs), accuracy(correct_first), accuracy(correct_second),
-        sum(diffs) / len(diffs) if diffs else None, bootstrap_ci(diffs, seed=seed), mcnemar(b, c),
+        first,
+        second,
+        len(diffs),
+        accuracy(correct_first),
+        accuracy(correct_second),
+        sum(diffs) / len(diffs) if diffs else None,
+        bootstrap_ci(diffs, seed=seed),
+        mcnemar(b, c),
     )
 
 
@@ -241,8 +251,11 @@ def summarise(records: Sequence[ResultRecord], strategies: Sequence[str] | None 
             shared = [q for q, r in by_strategy[a].items() if r.ok and r.gold is not None and q in by_strategy[b] and by_strategy[b][q].ok]
             pairs.append(
                 paired_comparison(
-                    a, b, [by_strategy[a][q].label == by_strategy[a][q].gold for q in shared],
-                    [by_strategy[b][q].label == by_strategy[b][q].gold for q in shared], seed=seed,
+                    a,
+                    b,
+                    [by_strategy[a][q].label == by_strategy[a][q].gold for q in shared],
+                    [by_strategy[b][q].label == by_strategy[b][q].gold for q in shared],
+                    seed=seed,
                 )
             )
         comparisons[group] = pairs

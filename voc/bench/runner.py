@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -173,7 +172,9 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         correct=answer.correct,
         probabilities=answer.probabilities,
         choice_logprobs=answer.choice_logprobs,
-        verifications={k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()},
+        verifications={
+            k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()
+        },
         completions=answer.completions,
         prompt_tokens=answer.prompt_tokens,
         completion_tokens=answer.completion_tokens,
@@ -184,8 +185,14 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
 
 def error_record(dataset: str, strategy: str, question: Question, message: str, **fields: Any) -> ResultRecord:
     return ResultRecord(
-        question_id=question.id, dataset=dataset, strategy=strategy, subject=question.metadata.get("subject"),
-        labels=question.labels, gold=question.gold, error=message, **fields,
+        question_id=question.id,
+        dataset=dataset,
+        strategy=strategy,
+        subject=question.metadata.get("subject"),
+        labels=question.labels,
+        gold=question.gold,
+        error=message,
+        **fields,
     )
 
 
@@ -305,8 +312,12 @@ def run_bench(
     outcome = BenchOutcome(folder.path, planned, planned - n_todo, 0, 0, dropped)
 
     session = {
-        "id": os.urandom(6).hex(), "started": now_iso(), "command": list(command) if command is not None else sys.argv,
-        "hardware": describe_hardware(), "to_compute": n_todo, "status": "running",
+        "id": os.urandom(6).hex(),
+        "started": now_iso(),
+        "command": list(command) if command is not None else None,
+        "hardware": describe_hardware(),
+        "to_compute": n_todo,
+        "status": "running",
     }
     info = folder.read_run_info()
     info.update(config=config.model_dump(mode="json", exclude={"force"}), strategies=_merge(info.get("strategies", []), config.strategies))

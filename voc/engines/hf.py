@@ -1,15 +1,28 @@
 """Hugging Face transformers engine: the embedded default, on CPU or GPU.
 
-Batching: prompts are sorted by length and cut into batches, so that each batch pads little;
-left padding with explicit position ids keeps batched results equal to one-by-one results.
-Scoring: when every candidate is one token (option labels usually are), one forward pass over
-the prompt scores all candidates at once; longer candidates are scored as continuations.
+How it stays fast without changing results:
+- Shared prefixes: prompts that start with the same long run of tokens (the k verification prompts
+  of one VoC question share system + context + question + options) form a group. The shared prefix
+  is run once per group; its key/value cache is copied to each member, and only the member's own
+  suffix is run on top of it.
+- Batching by length and by token budget: groups are sorted by length and packed into batches of at
+  most `batch_size` rows and `max_batch_tokens` padded tokens (prompt + room for new tokens), so long
+  prompts do not run out of memory and short ones batch widely.
+- Padding (left of the prefix, and between prefix and suffix) is masked out and every row gets
+  explicit position ids, so batched results equal one-by-one results up to float rounding.
+- Generation is a plain greedy/sampling loop over the KV cache: only the last position's logits
+  are computed, stop strings are checked on the last few decoded tokens, and finished rows are
+  dropped from the batch.
+- Scoring: one forward pass gives the log-probabilities of every single-token candidate (option
+  labels usually are); for longer candidates the prompt is run once and its cache is reused for
+  all candidates, so only the candidate tokens themselves are run again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,6 +32,8 @@ from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError,
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
+
+MIN_SHARED_PREFIX = 32  # prompts sharing fewer leading tokens are run separately
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -32,11 +47,58 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
         return dtype
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
     return names[dtype]
+
+
+@dataclass
+class PrefixGroup:
+    """Prompts (by index) that start with the same `prefix` tokens."""
+
+    prefix: list[int]
+    members: list[int] = field(default_factory=list)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
+
+
+def group_by_prefix(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHARED_PREFIX) -> list[PrefixGroup]:
+    """Group sequences that share a long token prefix (a member joins when that saves compute).
+
+    Sequences are sorted lexicographically, so prompts with a common start are neighbours whatever
+    their order in the call. Every member of a group of two or more keeps at least one token of its
+    own after the prefix (its last position must be run to get its next-token logits); a group of
+    one has the whole sequence as prefix.
+    """
+    groups: list[PrefixGroup] = []
+    for i in sorted(range(len(sequences)), key=lambda k: sequences[k]):
+        seq = sequences[i]
+        if groups:
+            group = groups[-1]
+            members = len(group.members)
+            # a group of one holds its whole sequence as prefix: keep one token of it out
+            shared = min(common_prefix_length(group.prefix, seq), len(seq) - 1, len(group.prefix) - (members == 1))
+            saving_before = (members - 1) * len(group.prefix)
+            if shared >= min_shared and members * shared >= saving_before:
+                group.prefix = list(seq[:shared])
+                group.members.append(i)
+                continue
+        groups.append(PrefixGroup(list(seq), [i]))
+    return groups
 
 
 class HFEngine(Engine):
@@ -50,7 +112,9 @@ class HFEngine(Engine):
         *,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
-        batch_size: int = 16,
+        batch_size: int = 64,
+        max_batch_tokens: int | None = None,
+        share_prefixes: bool = True,
         max_model_len: int | None = None,
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
@@ -58,10 +122,15 @@ class HFEngine(Engine):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model_path = resolve_model(model)
         self.model_name = self.model_path
         self.device = pick_device(device)
         self.batch_size = batch_size
+        # Padded tokens (prompt + new tokens) held by one batch: bounds the KV cache and activations.
+        self.max_batch_tokens = max_batch_tokens or (65536 if self.device.type == "cuda" else 16384)
+        self.share_prefixes = share_prefixes
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -72,6 +141,11 @@ class HFEngine(Engine):
         self.model.eval()
         self.max_model_len = max_model_len or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._chat = bool(getattr(self.tokenizer, "chat_template", None))
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.stats.extra.update(prefix_tokens_reused=0, prompt_tokens_run=0)
 
     # -- text and tokens -------------------------------------------------------------------
     def render(self, prompt: ChatPrompt) -> str:
@@ -91,11 +165,34 @@ class HFEngine(Engine):
                 "shorten the input or lower max_tokens"
             )
 
-    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices grouped into batches of similar length (longest first, so memory peaks early)."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+    # -- batching --------------------------------------------------------------------------
+    def _groups(self, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
+        """Prefix groups, split so that no group has more members than a batch has rows."""
+        groups = group_by_prefix(sequences) if self.share_prefixes else [PrefixGroup(list(s), [i]) for i, s in enumerate(sequences)]
+        split: list[PrefixGroup] = []
+        for g in groups:
+            g.members.sort(key=lambda i: len(sequences[i]))  # similar suffix lengths pad less
+            for start in range(0, len(g.members), self.batch_size):
+                split.append(PrefixGroup(g.prefix, g.members[start : start + self.batch_size]))
+        return split
+
+    def _batches(self, sequences: Sequence[Sequence[int]], room: int = 0) -> Iterator[list[PrefixGroup]]:
+        """Groups packed into batches (longest first, so memory peaks early) within the row and token budgets."""
+        groups = self._groups(sequences)
+        groups.sort(key=lambda g: -max(len(sequences[i]) for i in g.members))
+        batch: list[PrefixGroup] = []
+        rows = prefix_width = suffix_width = 0
+        for g in groups:
+            p = len(g.prefix)
+            s = max(len(sequences[i]) - p for i in g.members)
+            new_rows, new_p, new_s = rows + len(g.members), max(prefix_width, p), max(suffix_width, s)
+            if batch and (new_rows > self.batch_size or new_rows * (new_p + new_s + room) > self.max_batch_tokens):
+                yield batch
+                batch, new_rows, new_p, new_s = [], len(g.members), p, s
+            batch.append(g)
+            rows, prefix_width, suffix_width = new_rows, new_p, new_s
+        if batch:
+            yield batch
 
     def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Left-pad to a batch; returns input ids, attention mask and position ids."""
@@ -106,46 +203,138 @@ class HFEngine(Engine):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids, mask, positions
 
-    def _log_softmax(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        return torch.log_softmax(logits.float(), dim=-1)
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, last_only: bool) -> Any:
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        if last_only:
+            kwargs["logits_to_keep"] = 1
+        return self.model(**kwargs)
 
-    # -- the two operations --------------------------------------------------------------------
+    def _prefill(
+        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]]
+    ) -> tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run the prompts of a batch of prefix groups; each prefix runs once.
+
+        Returns the prompt indices (one per row), the next-token logits of each row [rows, vocab],
+        the KV cache, the attention mask over the cache and the next position of each row.
+        """
+        prefixes = [g.prefix for g in batch]
+        ids, mask, positions = self._pad(prefixes)
+        out = self._forward(ids, mask, positions, None, last_only=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        rows = [i for g in batch for i in g.members]
+        run = sum(len(p) for p in prefixes)
+        if all(len(g.members) == 1 and len(sequences[g.members[0]]) == len(g.prefix) for g in batch):
+            self.stats.extra["prompt_tokens_run"] += run
+            return rows, logits, cache, mask, mask.sum(-1)
+        # Copy each group's prefix cache to its members, then run every member's own suffix on top.
+        owner = torch.tensor([k for k, g in enumerate(batch) for _ in g.members], device=self.device)
+        cache.batch_select_indices(owner)
+        prefix_mask = mask[owner]
+        suffixes = [list(sequences[i][len(g.prefix) :]) for g in batch for i in g.members]
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.pad_token_id
+        suffix_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=self.device)
+        suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device)
+        start = prefix_mask.sum(-1, keepdim=True)
+        suffix_positions = (start + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        full_mask = torch.cat([prefix_mask, suffix_mask], dim=-1)
+        out = self._forward(suffix_ids, full_mask, suffix_positions, cache, last_only=True)
+        has_suffix = torch.tensor([len(s) > 0 for s in suffixes], device=self.device)
+        logits = torch.where(has_suffix[:, None], out.logits[:, -1], logits[owner])
+        run += sum(len(s) for s in suffixes)
+        self.stats.extra["prompt_tokens_run"] += run
+        self.stats.extra["prefix_tokens_reused"] += sum(len(g.prefix) * (len(g.members) - 1) for g in batch)
+        return rows, logits, out.past_key_values, full_mask, full_mask.sum(-1)
+
+    # -- generation ----------------------------------------------------------------------
+    def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+        if params.temperature == 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+    def _stopped(self, tokens: list[int], stop: Sequence[str], window: int) -> bool:
+        tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    def _decode(
+        self,
+        logits: torch.Tensor,
+        cache: Any,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        params: SamplingParams,
+        generator: torch.Generator | None,
+    ) -> list[list[int]]:
+        """Greedy or sampled decoding from prefilled rows; returns the new tokens of each row."""
+        n_rows = logits.shape[0]
+        outputs: list[list[int]] = [[] for _ in range(n_rows)]
+        live = list(range(n_rows))  # output row of each cache row
+        running = [True] * n_rows
+        window = 2 * max((len(s) for s in params.stop), default=0) + 4
+        for step in range(params.max_tokens):
+            chosen = self._next_tokens(logits, params, generator)
+            for k, token in enumerate(chosen.tolist()):
+                r = live[k]
+                if not running[r]:
+                    continue
+                outputs[r].append(token)
+                if token in self._eos_ids or (params.stop and self._stopped(outputs[r], params.stop, window)):
+                    running[r] = False
+            alive = [k for k, r in enumerate(live) if running[r]]
+            if not alive or step == params.max_tokens - 1:
+                break
+            if len(alive) <= 0.75 * len(live):  # drop finished rows once enough of them pile up
+                keep = torch.tensor(alive, device=self.device)
+                cache.batch_select_indices(keep)
+                chosen, mask, positions = chosen[keep], mask[keep], positions[keep]
+                live = [live[k] for k in alive]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+            out = self._forward(chosen[:, None], mask, positions[:, None], cache, last_only=True)
+            cache, logits, positions = out.past_key_values, out.logits[:, -1], positions + 1
+        return outputs
+
     @torch.inference_mode()
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
         encoded = [self.encode(self.render(p)) for p in prompts]
         for ids in encoded:
             self._check_length(len(ids), params.max_tokens)
         results: list[Generation | None] = [None] * len(prompts)
-        sampling = params.temperature > 0
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos])
-        batches = list(self._batches([len(e) for e in encoded]))
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self.device)
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
         with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
-            for batch in batches:
-                ids, mask, _ = self._pad([encoded[i] for i in batch])
-                kwargs: dict[str, Any] = {"do_sample": sampling, "max_new_tokens": params.max_tokens}
-                if sampling:
-                    kwargs.update(temperature=params.temperature, top_p=params.top_p)
-                else:
-                    kwargs.update(temperature=None, top_p=None, top_k=None)
-                if params.stop:
-                    kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-                out = self.model.generate(
-                    input_ids=ids, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id, **kwargs
-                )
-                for row, index in enumerate(batch):
-                    new = out[row, ids.shape[1] :].tolist()
-                    n_new = next((k + 1 for k, t in enumerate(new) if t in eos_ids), len(new))
+            for batch in self._batches(encoded, room=params.max_tokens):
+                rows, logits, cache, mask, positions = self._prefill(batch, encoded)
+                new_tokens = self._decode(logits, cache, mask, positions, params, generator)
+                del cache
+                for index, new in zip(rows, new_tokens, strict=True):
+                    n_new = next((k + 1 for k, t in enumerate(new) if t in self._eos_ids), len(new))
                     text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
                     results[index] = Generation(cut_at_stop(text, params.stop), len(encoded[index]), n_new)
-                bar.update(len(batch))
+                bar.update(len(rows))
         self.stats.generate_calls += 1
         self.stats.prompt_tokens += sum(len(e) for e in encoded)
         self.stats.completion_tokens += sum(g.completion_tokens for g in results if g)
         return [g for g in results if g is not None]
+
+    # -- scoring -------------------------------------------------------------------------
+    def _select_cache(self, cache: Any, rows: torch.Tensor) -> Any:
+        """A new cache holding the given rows of `cache` (the original is left as it is)."""
+        from transformers import DynamicCache
+
+        return DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in cache.layers])
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
@@ -158,34 +347,56 @@ class HFEngine(Engine):
             if any(not c for c in cands):
                 raise ValueError("a candidate continuation is empty; every candidate needs at least one token")
         results: list[list[float]] = [[0.0] * len(c) for c in candidates]
-        single = [i for i, cands in enumerate(cand_ids) if all(len(c) == 1 for c in cands)]
-        multi = [(i, j) for i, cands in enumerate(cand_ids) if any(len(c) > 1 for c in cands) for j in range(len(cands))]
-        with tqdm(total=len(single) + len(multi), desc=desc, disable=desc is None, unit="prompt") as bar:
-            # One forward pass per prompt scores all single-token candidates from the last position.
-            for batch in self._batches([len(contexts[i]) for i in single]):
-                rows = [single[k] for k in batch]
-                logprobs = self._log_softmax(*self._pad([contexts[i] for i in rows]))[:, -1]
+        room = max((len(c) for cands in cand_ids for c in cands), default=1)
+        with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
+            for batch in self._batches(contexts, room=room):
+                rows, logits, cache, mask, positions = self._prefill(batch, contexts)
+                first = torch.log_softmax(logits.float(), dim=-1)  # the next-token distribution after each prompt
                 for r, i in enumerate(rows):
-                    results[i] = [logprobs[r, c[0]].item() for c in cand_ids[i]]
+                    results[i] = [first[r, c[0]].item() for c in cand_ids[i]]
+                self._score_continuations(rows, cand_ids, results, cache, mask, positions)
+                del cache
                 bar.update(len(rows))
-            # Longer candidates: score each prompt + candidate sequence, summing the candidate's tokens.
-            sequences = [contexts[i] + cand_ids[i][j] for i, j in multi]
-            for batch in self._batches([len(s) for s in sequences]):
-                ids, mask, positions = self._pad([sequences[k] for k in batch])
-                logprobs = self._log_softmax(ids, mask, positions)
-                width = ids.shape[1]
-                for r, k in enumerate(batch):
-                    i, j = multi[k]
-                    cand = cand_ids[i][j]
-                    start = width - len(cand)
-                    token_lp = logprobs[r, start - 1 : width - 1].gather(-1, torch.tensor(cand, device=self.device)[:, None])
-                    results[i][j] = token_lp.sum().item()
-                bar.update(len(batch))
         self.stats.score_calls += 1
         self.stats.prompt_tokens += sum(len(c) for c in contexts)
         return [Scores(lp, len(ctx)) for lp, ctx in zip(results, contexts, strict=True)]
+
+    def _score_continuations(
+        self,
+        rows: list[int],
+        cand_ids: Sequence[Sequence[Sequence[int]]],
+        results: list[list[float]],
+        cache: Any,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> None:
+        """Add the log-probabilities of the second and later tokens of multi-token candidates, reusing the prompt cache."""
+        todo = [(r, j) for r, i in enumerate(rows) for j, c in enumerate(cand_ids[i]) if len(c) > 1]
+        if not todo:
+            return
+        width = mask.shape[1]
+        longest = max(len(cand_ids[rows[r]][j]) for r, j in todo)
+        per_chunk = max(1, self.max_batch_tokens // (width + longest))
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(todo), per_chunk):
+            chunk = todo[start : start + per_chunk]
+            owner = torch.tensor([r for r, _ in chunk], device=self.device)
+            cands = [cand_ids[rows[r]][j] for r, j in chunk]
+            steps = max(len(c) for c in cands) - 1
+            # Feed all candidate tokens but the last (right padding: later pads cannot affect earlier tokens).
+            ids = torch.tensor([list(c[:-1]) + [pad] * (steps - len(c) + 1) for c in cands], device=self.device)
+            cand_mask = torch.tensor([[1] * (len(c) - 1) + [0] * (steps - len(c) + 1) for c in cands], device=self.device)
+            pos = positions[owner][:, None] + torch.arange(steps, device=self.device)[None, :]
+            out = self._forward(ids, torch.cat([mask[owner], cand_mask], dim=-1), pos, self._select_cache(cache, owner), last_only=False)
+            logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+            for k, ((r, j), c) in enumerate(zip(chunk, cands, strict=True)):
+                targets = torch.tensor(c[1:], device=self.device)
+                results[rows[r]][j] += logprobs[k, : len(c) - 1].gather(-1, targets[:, None]).sum().item()
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+__all__ = ["HFEngine", "PrefixGroup", "group_by_prefix", "pick_device", "pick_dtype"]

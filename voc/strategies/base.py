@@ -60,9 +60,7 @@ class Strategy:
         return [self.templates.block(template, "candidate", label=label) for label in question.labels]
 
     # -- long contexts -------------------------------------------------------------------------
-    def fit_context(
-        self, question: Question, engine: Engine, prompt_tokens: Callable[[Question], int], room: int
-    ) -> tuple[Question, bool]:
+    def fit_context(self, question: Question, engine: Engine, prompt_tokens: Callable[[Question], int], room: int) -> tuple[Question, bool]:
         """Make the question's prompts fit the model: `prompt_tokens(question) + room <= engine.max_model_len`.
 
         The policy: the question and options are never changed; when the prompt is too long the context

@@ -30,14 +30,21 @@ class ChainOfThought(Strategy):
         params = self.params.model_copy(update={"stop": (*self.params.stop, self.templates.block(TEMPLATE, "stop"))})
         with self.timed("reason"):
             reasonings = engine.generate(prompts, params, desc="cot: reason")
-        choose = [p.with_response_prefix(p.response_prefix + g.text.rstrip() + answer_prefix) for p, g in zip(prompts, reasonings, strict=True)]
+        choose = [
+            p.with_response_prefix(p.response_prefix + g.text.rstrip() + answer_prefix) for p, g in zip(prompts, reasonings, strict=True)
+        ]
         with self.timed("choose"):
             scores = engine.score(choose, [self.candidates(TEMPLATE, q) for q, _ in fitted], desc="cot: choose")
         return [
             make_answer(
-                q, self.name, label_probabilities(q.labels, s.logprobs), s.logprobs,
-                completions=[g.text], prompt_tokens=g.prompt_tokens + s.prompt_tokens,
-                completion_tokens=g.completion_tokens, context_truncated=truncated,
+                q,
+                self.name,
+                label_probabilities(q.labels, s.logprobs),
+                s.logprobs,
+                completions=[g.text],
+                prompt_tokens=g.prompt_tokens + s.prompt_tokens,
+                completion_tokens=g.completion_tokens,
+                context_truncated=truncated,
             )
             for (q, truncated), g, s in zip(fitted, reasonings, scores, strict=True)
         ]

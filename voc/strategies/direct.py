@@ -31,8 +31,12 @@ class Direct(Strategy):
             )
         return [
             make_answer(
-                q, self.name, label_probabilities(q.labels, s.logprobs), s.logprobs,
-                prompt_tokens=s.prompt_tokens, context_truncated=truncated,
+                q,
+                self.name,
+                label_probabilities(q.labels, s.logprobs),
+                s.logprobs,
+                prompt_tokens=s.prompt_tokens,
+                context_truncated=truncated,
             )
             for (q, truncated), s in zip(fitted, scores, strict=True)
         ]

@@ -33,7 +33,9 @@ class VerificationOfChoice(Strategy):
     name = "voc"
     template_files = (VERIFY, CHOOSE)
 
-    def __init__(self, templates: Templates | None = None, params: SamplingParams | None = None, final_rule: FinalRule = "combined") -> None:
+    def __init__(
+        self, templates: Templates | None = None, params: SamplingParams | None = None, final_rule: FinalRule = "combined"
+    ) -> None:
         if final_rule not in FINAL_RULES:
             raise ValueError(f"unknown final rule {final_rule!r}; use one of {', '.join(FINAL_RULES)}")
         super().__init__(templates, params)
@@ -95,7 +97,10 @@ class VerificationOfChoice(Strategy):
             probabilities = self.combine(softmax(choice.logprobs), verdict_p)
             answers.append(
                 make_answer(
-                    q, self.name, dict(zip(q.labels, probabilities, strict=True)), choice.logprobs,
+                    q,
+                    self.name,
+                    dict(zip(q.labels, probabilities, strict=True)),
+                    choice.logprobs,
                     verifications={
                         lab: Verification(label=lab, text=g.text.strip(), verdict_probability=p)
                         for lab, g, p in zip(q.labels, gens, verdict_p, strict=True)

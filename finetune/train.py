@@ -1,0 +1,363 @@
+"""The training loop: one function per stage on transformers' Trainer, read top to bottom.
+
+    run(config)                      every stage, in order (or the ones asked for)
+      run_stage(config, index)       one stage:
+        1. start model: the previous stage's output folder (or the base model / `start_from`)
+        2. data: finetune.data.build_stage_data -> token records
+        3. model: full weights, or LoRA adapters (PEFT) on the frozen weights
+        4. Trainer.train(), with periodic checkpoints under <output_dir>/checkpoints/<stage>/ (resumable)
+        5. export: LoRA adapters merged into the weights (merge_and_unload), saved with the tokenizer as a plain
+           Hugging Face folder <output_dir>/<n>-<stage>/ that the next stage, VoC(path), vLLM and transformers load
+        6. run.json in that folder: losses per logging step, data counts, config, timings
+
+Under `accelerate launch` or `torchrun` the Trainer runs data parallel (DDP, or FSDP / DeepSpeed from the accelerate
+config); the export and run.json happen on the main process, the others wait for it.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finetune.config import ConfigError, FinetuneConfig, Stage
+from finetune.data import IGNORE, build_stage_data
+from voc.models import resolve_model
+from voc.prompts import Templates
+
+log = logging.getLogger("finetune")
+
+RUN_FILE = "run.json"
+FINGERPRINT_FILE = "stage.json"
+
+
+# --- choices made before training ----------------------------------------------------------------------------------
+
+
+def pick_precision(name: str) -> str:
+    """'auto' -> bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def weights_dtype(precision: str, method: str) -> torch.dtype:
+    """The dtype the model is loaded in. LoRA keeps frozen weights in bf16; full training keeps fp32 master weights
+    (bf16/fp16 then run as autocast mixed precision)."""
+    return torch.bfloat16 if precision == "bf16" and method == "lora" else torch.float32
+
+
+def save_dtype(precision: str) -> torch.dtype:
+    """The dtype of the saved model folder."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def start_model(config: FinetuneConfig, index: int) -> str:
+    """Where stage `index` starts: `start_from`, else the previous stage's output, else the base model."""
+    stage = config.stages[index]
+    if stage.start_from == "base" or (stage.start_from is None and index == 0):
+        return resolve_model(config.base_model)
+    if stage.start_from is not None:
+        return resolve_model(stage.start_from)
+    previous = config.stage_dir(index - 1)
+    if not is_complete(previous):
+        raise FileNotFoundError(
+            f"stage {index + 1} ({stage.label}) starts from stage {index}'s output {previous}, which is missing or unfinished; "
+            f"run stage {index} first (voc finetune CONFIG --stage {index})"
+        )
+    return str(previous)
+
+
+def is_complete(folder: Path) -> bool:
+    """True when a stage folder holds a finished model (config.json and a run.json with status 'complete')."""
+    try:
+        return (folder / "config.json").is_file() and json.loads((folder / RUN_FILE).read_text())["status"] == "complete"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def fingerprint(config: FinetuneConfig, stage: Stage, start: str, templates: Templates) -> str:
+    """What makes a stage's checkpoints reusable: its settings, the start model, the templates, the run-wide settings."""
+    payload = {
+        "stage": stage.model_dump(mode="json"),
+        "start": start,
+        "templates": templates.source_hash(),
+        "run": config.model_dump(mode="json", include={"precision", "gradient_checkpointing", "seed", "base_model", "data_root"}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pad_batch(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: padding gets attention 0 and label IGNORE (no loss)."""
+    width = max(len(f["input_ids"]) for f in features)
+    ids = [f["input_ids"] + [pad_id] * (width - len(f["input_ids"])) for f in features]
+    labels = [f["labels"] + [IGNORE] * (width - len(f["labels"])) for f in features]
+    mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+# --- one stage ----------------------------------------------------------------------------------------------------
+
+
+def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress: bool = True) -> Path:
+    """Train stage `index` (0-based) and return its output model folder."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stage = config.stages[index]
+    out_dir, ckpt_dir = config.stage_dir(index), config.checkpoint_dir(index)
+    state = PartialState()
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    templates = Templates(config.templates)
+
+    # 1. start model ------------------------------------------------------------------------------------------------
+    start = start_model(config, index)
+    print_main(state, f"stage {index + 1}/{len(config.stages)} ({stage.kind}, {stage.method}): {start} -> {out_dir}")
+    stamp = fingerprint(config, stage, start, templates)
+    resume_from = None
+    if resume:
+        resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if resume_from is not None:
+            saved = _read_json(ckpt_dir / FINGERPRINT_FILE).get("fingerprint")
+            if saved != stamp:
+                raise ConfigError(
+                    f"the settings of stage {stage.label!r} (config, start model or templates) changed since {resume_from} was saved; "
+                    "run without --resume to start this stage afresh"
+                )
+            print_main(state, f"resuming from {resume_from}")
+    if state.is_main_process:
+        if resume_from is None and ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)  # a fresh start: old checkpoints would confuse a later --resume
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": stamp, "start": start}))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+    state.wait_for_everyone()
+
+    # 2. data ------------------------------------------------------------------------------------------------------
+    tokenizer = AutoTokenizer.from_pretrained(start, trust_remote_code=config.trust_remote_code)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    data = build_stage_data(config, stage, tokenizer, templates, progress=progress and state.is_main_process)
+    dataset = Dataset.from_list(data.records)
+    data_seconds = time.perf_counter() - clock
+    print_main(state, f"data: {json.dumps({k: v for k, v in data.counts.items() if k != 'sources'})}")
+
+    # 3. model (TrainingArguments first: DeepSpeed ZeRO-3 must know its config before the model loads) -----------------
+    precision = pick_precision(config.precision)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps or -1,
+        per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accumulation,
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type=stage.lr_scheduler,
+        warmup_steps=stage.warmup_steps,
+        weight_decay=stage.weight_decay,
+        max_grad_norm=stage.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        logging_steps=stage.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=stage.save_steps,
+        save_total_limit=stage.save_total_limit,
+        seed=config.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    set_seed(config.seed)
+    model = AutoModelForCausalLM.from_pretrained(
+        start, dtype=weights_dtype(precision, stage.method), trust_remote_code=config.trust_remote_code
+    )
+    model.config.use_cache = False
+    if stage.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
+            target_modules=stage.lora.target_modules, task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print_main(state, f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
+
+    # 4. train -----------------------------------------------------------------------------------------------------
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=lambda batch: pad_batch(batch, pad_id))
+    train_clock = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - train_clock
+    history = list(trainer.state.log_history)
+    steps = trainer.state.global_step
+
+    # 5. export ----------------------------------------------------------------------------------------------------
+    save_clock = time.perf_counter()
+    trained_dir = ckpt_dir / ("final-adapter" if stage.method == "lora" else "final-model")
+    trainer.save_model(str(trained_dir))  # gathers the weights under FSDP / DeepSpeed; writes on the main process
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        export_model(start, trained_dir, out_dir, stage.method, save_dtype(precision), config.trust_remote_code)
+        tokenizer.save_pretrained(out_dir)
+        if stage.method == "full":
+            shutil.rmtree(trained_dir, ignore_errors=True)  # the exported folder is the same model; keep one copy
+    save_seconds = time.perf_counter() - save_clock
+
+    # 6. run.json ----------------------------------------------------------------------------------------------------
+    if state.is_main_process:
+        losses = [
+            {k: entry[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in entry}
+            for entry in history if "loss" in entry
+        ]
+        record = {
+            "status": "complete",
+            "stage": index + 1,
+            "name": stage.label,
+            "kind": stage.kind,
+            "method": stage.method,
+            "start_model": start,
+            "output": str(out_dir),
+            "resumed_from": resume_from,
+            "precision": precision,
+            "saved_dtype": str(save_dtype(precision)).removeprefix("torch."),
+            "parameters": {"trainable": trainable, "total": total},
+            "world_size": state.num_processes,
+            "device": _device_name(),
+            "steps": steps,
+            "data": data.counts,
+            "losses": losses,
+            "first_loss": losses[0]["loss"] if losses else None,
+            "last_loss": losses[-1]["loss"] if losses else None,
+            "train_metrics": dict(result.metrics),
+            "timings": {
+                "data_seconds": round(data_seconds, 3),
+                "train_seconds": round(train_seconds, 3),
+                "export_seconds": round(save_seconds, 3),
+                "total_seconds": round(time.perf_counter() - clock, 3),
+            },
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "fingerprint": stamp,
+            "templates_hash": templates.source_hash(),
+            "config": {
+                "stage": stage.model_dump(mode="json"),
+                "run": config.model_dump(mode="json", exclude={"stages"}),
+            },
+            "versions": _versions(),
+        }
+        (out_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
+        print_main(state, f"stage {index + 1} done in {record['timings']['total_seconds']:.0f}s: loss {record['first_loss']} -> "
+                          f"{record['last_loss']} over {steps} steps; model in {out_dir}")
+    state.wait_for_everyone()
+    return out_dir
+
+
+def export_model(start: str, trained: Path, out_dir: Path, method: str, dtype: torch.dtype, trust_remote_code: bool = False) -> None:
+    """Write the stage's plain model folder: for LoRA, the start model with the adapters merged into its weights."""
+    from transformers import AutoModelForCausalLM
+
+    if method == "lora":
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(start, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(base, str(trained)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(trained), dtype=dtype, trust_remote_code=trust_remote_code)
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+
+
+# --- the whole run -----------------------------------------------------------------------------------------------
+
+
+def select_stages(config: FinetuneConfig, stage: str | int | None) -> list[int]:
+    """0-based indices to run: all, or the one named by its 1-based number or its name."""
+    if stage is None:
+        return list(range(len(config.stages)))
+    names = [s.label for s in config.stages]
+    if isinstance(stage, str) and not stage.isdigit():
+        if stage not in names:
+            raise ConfigError(f"no stage called {stage!r}; the config has {', '.join(names)}")
+        return [names.index(stage)]
+    number = int(stage)
+    if not 1 <= number <= len(config.stages):
+        raise ConfigError(f"--stage {number} is out of range; the config has stages 1-{len(config.stages)} ({', '.join(names)})")
+    return [number - 1]
+
+
+def run(config: FinetuneConfig, stage: str | int | None = None, resume: bool = False, progress: bool = True) -> Path:
+    """Run the selected stages in order; returns the last stage's output folder.
+
+    With `resume`, finished stages are skipped and an interrupted one continues from its latest checkpoint.
+    After the last stage of the config, <output_dir>/final points to its folder.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    output = Path(config.output_dir)
+    for index in select_stages(config, stage):
+        folder = config.stage_dir(index)
+        if resume and is_complete(folder):
+            print_main(state, f"stage {index + 1} ({config.stages[index].label}) is complete in {folder}; skipped (--resume)")
+            output = folder
+            continue
+        output = run_stage(config, index, resume=resume, progress=progress)
+    if output == config.stage_dir(len(config.stages) - 1) and state.is_main_process:
+        link = Path(config.output_dir) / "final"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        try:
+            link.symlink_to(output.name, target_is_directory=True)
+        except OSError:  # no symlinks (some Windows setups): the stage folder is the final model
+            pass
+    return output
+
+
+# --- small helpers -------------------------------------------------------------------------------------------------
+
+
+def print_main(state: Any, message: str) -> None:
+    if state.is_main_process:
+        log.info(message)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}

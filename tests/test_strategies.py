@@ -1,0 +1,132 @@
+"""Strategies: which prompts reach the engine, in how many batched calls, and how scores become answers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores
+from voc.prompts import Templates
+from voc.strategies import VerificationOfChoice, make_strategy
+from voc.types import Question
+
+QUESTIONS = [
+    Question(question="Does smoking raise the risk of lung cancer?", options=["yes", "no", "maybe"], context="A cohort study.", gold="A"),
+    Question(question="Which organ makes insulin?", options={"A": "liver", "B": "pancreas", "C": "kidney", "D": "spleen"}, gold="B"),
+]
+
+
+class RecordingEngine(Engine):
+    """Wraps a real engine and records every call, so tests can see the batches the strategies send."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__()
+        self.inner = inner
+        self.max_model_len = inner.max_model_len
+        self.calls: list[tuple[str, list[ChatPrompt], list]] = []
+
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+        self.calls.append(("generate", list(prompts), []))
+        return self.inner.generate(prompts, params)
+
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+        self.calls.append(("score", list(prompts), [list(c) for c in candidates]))
+        return self.inner.score(prompts, candidates)
+
+    def render(self, prompt: ChatPrompt) -> str:
+        return self.inner.render(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+@pytest.fixture
+def engine(tiny_engine: Engine) -> RecordingEngine:
+    return RecordingEngine(tiny_engine)
+
+
+PARAMS = SamplingParams(max_tokens=6)
+
+
+def test_direct_is_one_scoring_call_and_probabilities_are_the_softmax_of_label_scores(engine: RecordingEngine) -> None:
+    answers = make_strategy("direct", params=PARAMS).run(QUESTIONS, engine)
+    assert [kind for kind, _, _ in engine.calls] == ["score"]
+    _, prompts, candidates = engine.calls[0]
+    assert candidates == [[" A", " B", " C"], [" A", " B", " C", " D"]]
+    for answer, q in zip(answers, QUESTIONS, strict=True):
+        lps = list(answer.choice_logprobs.values())
+        total = sum(math.exp(lp) for lp in lps)
+        assert answer.probabilities == pytest.approx({lab: math.exp(lp) / total for lab, lp in answer.choice_logprobs.items()})
+        assert answer.label == max(answer.probabilities, key=answer.probabilities.get)
+        assert answer.choice == q.options[answer.label] and answer.gold == q.gold
+    assert "Options:\nA. liver\nB. pancreas\nC. kidney\nD. spleen" in prompts[1].messages[-1]["content"]
+
+
+def test_cot_generates_reasoning_then_scores_labels_after_it(engine: RecordingEngine) -> None:
+    answers = make_strategy("cot", params=PARAMS).run(QUESTIONS, engine)
+    assert [kind for kind, _, _ in engine.calls] == ["generate", "score"]
+    reason_prompts, choose_prompts = engine.calls[0][1], engine.calls[1][1]
+    for answer, first, second in zip(answers, reason_prompts, choose_prompts, strict=True):
+        assert second.messages == first.messages
+        assert second.response_prefix.startswith(first.response_prefix + answer.completions[0].rstrip())
+        assert second.response_prefix.endswith("Therefore, the answer is")
+
+
+def test_voc_verifies_each_option_once_in_one_batch_then_chooses_in_one_batch(engine: RecordingEngine) -> None:
+    answers = VerificationOfChoice(params=PARAMS).run(QUESTIONS, engine)
+    assert [kind for kind, _, _ in engine.calls] == ["generate", "score"]
+    verify_prompts = engine.calls[0][1]
+    assert len(verify_prompts) == sum(len(q.options) for q in QUESTIONS)  # one prompt per option
+    cursor = 0
+    for q in QUESTIONS:
+        texts = [engine.render(p) for p in verify_prompts[cursor : cursor + len(q.options)]]
+        cursor += len(q.options)
+        common = next(i for i, chars in enumerate(zip(*texts, strict=False)) if len(set(chars)) > 1)
+        shared = texts[0][:common]
+        assert q.question in shared and all(text in shared for text in q.options.values())  # shared part first
+        for (label, text), rendered in zip(q.options.items(), texts, strict=True):
+            assert f'Verify option {label} ("{text}")' in rendered
+            assert f'{label} ("{text}")' in rendered[common:]  # the option's own part comes last
+    _, score_prompts, candidates = engine.calls[1]
+    n_options = sum(len(q.options) for q in QUESTIONS)
+    assert len(score_prompts) == n_options + len(QUESTIONS)  # verdicts and choices together
+    assert candidates[:n_options] == [[" correct", " incorrect"]] * n_options
+    for answer, q in zip(answers, QUESTIONS, strict=True):
+        assert set(answer.verifications) == set(q.options)
+        assert all(0.0 < v.verdict_probability < 1.0 for v in answer.verifications.values())
+        assert sum(answer.probabilities.values()) == pytest.approx(1.0)
+    choose_text = score_prompts[n_options].messages[-1]["content"]
+    for label, verification in answers[0].verifications.items():
+        assert f"Option {label} ({QUESTIONS[0].options[label]}): {verification.text}" in choose_text
+
+
+def test_voc_final_rules_combine_choice_and_verdicts() -> None:
+    choice, verdicts = [0.6, 0.3, 0.1], [0.2, 0.9, 0.1]
+    assert VerificationOfChoice(final_rule="choice").combine(choice, verdicts) == choice
+    assert VerificationOfChoice(final_rule="verdicts").combine(choice, verdicts) == pytest.approx([0.2 / 1.2, 0.9 / 1.2, 0.1 / 1.2])
+    combined = VerificationOfChoice(final_rule="combined").combine(choice, verdicts)
+    products = [c * v for c, v in zip(choice, verdicts, strict=True)]
+    assert combined == pytest.approx([p / sum(products) for p in products])
+    with pytest.raises(ValueError, match="unknown final rule 'vote'"):
+        VerificationOfChoice(final_rule="vote")  # type: ignore[arg-type]
+
+
+def test_a_user_template_folder_overrides_the_built_in_prompt(tmp_path: Path, engine: RecordingEngine) -> None:
+    (tmp_path / "direct.jinja").write_text(
+        "{% block system %}Be brief.{% endblock %}{% block user %}Q: {{ question.question }}{% endblock %}"
+        "{% block answer_prefix %}Letter:{% endblock %}{% block candidate %} ({{ label }}){% endblock %}"
+    )
+    make_strategy("direct", Templates(tmp_path)).run(QUESTIONS[:1], engine)
+    _, prompts, candidates = engine.calls[0]
+    assert prompts[0].messages == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Q: {QUESTIONS[0].question}"})
+    assert prompts[0].response_prefix == "Letter:" and candidates == [[" (A)", " (B)", " (C)"]]
+
+
+def test_unknown_strategy_and_missing_template_folder_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'tot'; use one of direct, cot, voc"):
+        make_strategy("tot")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Templates(tmp_path / "missing")

@@ -1,0 +1,8 @@
+"""`python -m voc.bench ...` is `voc bench ...`."""
+
+import sys
+
+from voc.bench.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,161 @@
+"""`voc bench` and `voc report`: `add_parsers(subparsers)` adds both to the `voc` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from voc.datasets import DATASETS
+from voc.strategies import STRATEGIES
+
+
+def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    for action in parser._actions:
+        if action.dest == dest:
+            action.help = text
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `voc bench` (also used by benchmarks/run.py)."""
+    from voc.cli import add_model_arguments
+
+    add_model_arguments(parser)
+    parser.set_defaults(seed=0)
+    _set_help(parser, "seed", "seed of the --limit sample (and of sampled generation); default 0")
+    parser.add_argument(
+        "--dataset", nargs="+", default=["pubmedqa"], metavar="NAME", help=f"one or more of {', '.join(DATASETS)} (default: pubmedqa)"
+    )
+    parser.add_argument(
+        "--strategy",
+        nargs="+",
+        default=list(STRATEGIES),
+        metavar="NAME",
+        help=f"one or more of {', '.join(STRATEGIES)} (default: all); all see the same questions",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="per dataset: a seeded random sample of N questions, stratified by gold label"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: runs/<model>-<engine>); re-running resumes it")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf engine)")
+    parser.add_argument("--chunk-size", type=int, default=32, help="questions per strategy call; results are saved after each chunk")
+    parser.add_argument("--data-root", default=None, help="folder holding pubmedqa/, medqa/, ... (default: $VOC_DATA_ROOT or shared/data)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="reuse an --out folder of another configuration: its old records are moved aside, the run starts afresh",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def config_from_args(args: argparse.Namespace):
+    from voc.bench.runner import BenchConfig
+    from voc.cli import engine_options
+
+    options = engine_options(args)
+    if args.engine == "hf":
+        options = {k: v for k, v in options.items() if v not in (None, False)}
+    return BenchConfig(
+        model=args.model,
+        engine=args.engine,
+        engine_options=options,
+        datasets=args.dataset,
+        strategies=args.strategy,
+        limit=args.limit,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        data_root=args.data_root,
+        out=args.out,
+        force=args.force,
+        final_rule=args.final_rule,
+        templates=args.templates,
+    )
+
+
+def command_line() -> list[str] | None:
+    """The command that started this process, as a user would type it (kept in run.json and the report)."""
+    argv = list(sys.argv)
+    if Path(argv[0]).name == "run.py":
+        return ["python", "benchmarks/run.py", *argv[1:]]
+    if Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "bench":
+        return ["python", "-m", "voc.bench", *argv[1:]]
+    if "bench" in argv:
+        return ["voc", *argv[argv.index("bench") :]]
+    return None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from voc.bench.records import RecordsWriteError
+    from voc.bench.runner import run_bench
+
+    config = config_from_args(args)
+    config.check()
+    out = config.out_dir()
+    try:
+        outcome = run_bench(config, progress=not args.no_progress, command=command_line())
+    except RecordsWriteError as error:
+        print(f"voc: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"voc: interrupted; finished results are kept in {out}; re-run the same command to resume", file=sys.stderr)
+        return 130
+    if outcome.dropped_torn_line:
+        print(f"voc: dropped a torn last line of {out}/records.jsonl left by an interrupted run; it was recomputed", file=sys.stderr)
+    print(
+        f"{outcome.computed} answered, {outcome.reused} reused from earlier sessions, {outcome.errors} errors; report: {out / 'report.md'}"
+    )
+    results = json.loads((out / "results.json").read_text())
+    for r in results["results"]:
+        if "/" not in r["group"]:
+            ci = r["ci"]
+            acc = "–" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
+            ci_text = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+            head = f"  {r['group']:<14} {r['strategy']:<7} N={r['n']:<5}"
+            print(f"{head} accuracy {acc}{ci_text}  errors {r['errors']}  wall {r['wall_seconds']:.1f}s")
+    if outcome.errors:
+        print(
+            f"voc: {outcome.errors} question(s) failed and were recorded as errors; re-run the same command to retry them", file=sys.stderr
+        )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from voc.bench.records import write_atomic
+    from voc.bench.report import compare_runs, write_report
+
+    for run in args.runs:
+        files = write_report(run)
+        print(f"{run}: wrote {', '.join(f.name for f in files)}", file=sys.stderr)
+    if len(args.runs) == 1 and not args.out:
+        print((Path(args.runs[0]) / "report.md").read_text())
+        return 0
+    page = compare_runs(args.runs)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(args.out), page)
+        print(f"wrote {args.out}", file=sys.stderr)
+    print(page)
+    return 0
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add `bench` and `report` to the `voc` command's subparsers."""
+    bench = subparsers.add_parser("bench", help="benchmark strategies on PubMedQA, MedQA, MedMCQA, MMLU-medical (resumable)")
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=cmd_bench)
+    report = subparsers.add_parser("report", help="(re)write a run's report, or put several runs side by side")
+    report.add_argument("runs", nargs="+", help="run folders written by voc bench")
+    report.add_argument("--out", default=None, help="write the side-by-side page to this markdown file")
+    report.set_defaults(handler=cmd_report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`voc` with the bench and report commands (the same as the `voc` command)."""
+    from voc.cli import main as voc_main
+
+    return voc_main(argv)

@@ -1,0 +1,407 @@
+"""The report of a run folder: results.json, report.md and PNG plots; and several runs side by side.
+
+Everything is computed from the records file, so `voc report runs/NAME` can regenerate it at any time
+(for example while a run is still going, or after it was interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voc.bench.metrics import PairedComparison, RunSummary, StrategyResult, comparison_to_dict, paired_comparison, summarise
+from voc.bench.records import BenchError, RunFolder, latest_by_key, write_atomic
+
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+ACCURACY_PLOT = "accuracy.png"
+SUBJECTS_PLOT = "accuracy_mmlu_subjects.png"
+
+PUBLISHED_NOTE = "published figures, not measured here"
+PUBLISHED_PUBMEDQA = [  # PubMedQA reasoning-required test accuracy (%), as published by their authors
+    {"system": "GPT-4 + Medprompt", "accuracy": 82.0},
+    {"system": "Med-PaLM 2", "accuracy": 81.8},
+    {"system": "AntGLM-Med-10B", "accuracy": 80.6},
+    {"system": "GPT-4-base", "accuracy": 80.4},
+    {"system": "Flan-PaLM", "accuracy": 79.0},
+]
+OPTION_NAMES = {"pubmedqa": {"A": "yes", "B": "no", "C": "maybe"}}
+
+
+# --- numbers ------------------------------------------------------------------------------------------------------
+
+
+def load_run(path: str | os.PathLike[str]) -> tuple[RunFolder, dict[str, Any], list[Any]]:
+    """(folder, run info, latest record per question) of a run folder; BenchError when it is not one."""
+    folder = RunFolder(path)
+    if not folder.path.is_dir():
+        raise BenchError(f"{folder.path} is not a folder; give a run folder written by `voc bench`")
+    if not folder.records.exists():
+        raise BenchError(f"{folder.path} holds no records.jsonl; give a run folder written by `voc bench`")
+    records = list(latest_by_key(folder.records.load(repair=False)).values())
+    return folder, folder.read_run_info(), records
+
+
+def build_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], RunSummary]:
+    """results.json's content for a run folder, and the summary it came from."""
+    folder, info, records = load_run(path)
+    fingerprint = folder.read_fingerprint()
+    strategies = info.get("strategies") or []
+    summary = summarise(records, strategies)
+    sessions = info.get("sessions", [])
+    datasets: dict[str, set[str]] = {}
+    for r in records:
+        datasets.setdefault(r.dataset, set()).add(r.question_id)
+    run = {
+        "folder": str(folder.path),
+        "fingerprint": fingerprint.model_dump(mode="json") if fingerprint else None,
+        "model_path": next((s.get("model_name") for s in reversed(sessions) if s.get("model_name")), None),
+        "questions": {name: len(ids) for name, ids in datasets.items()},
+        "strategies": [s for s in strategies if any(r.strategy == s for r in records)] or sorted({r.strategy for r in records}),
+        "started": sessions[0]["started"] if sessions else None,
+        "finished": next((s.get("finished") for s in reversed(sessions) if s.get("finished")), None),
+        "sessions": len(sessions),
+        "command": sessions[0].get("command") if sessions else None,
+        "hardware": sessions[-1].get("hardware") if sessions else None,
+        "complete": bool(sessions) and sessions[-1].get("status") == "finished",
+    }
+    results = {
+        "run": run,
+        "results": [r.to_dict() for r in summary.results],
+        "comparisons": {group: [comparison_to_dict(c) for c in pairs] for group, pairs in summary.comparisons.items()},
+        "errors": sum(r.errors for r in summary.results if "/" not in r.group),
+        "published_pubmedqa_reference": {"note": PUBLISHED_NOTE, "figures": PUBLISHED_PUBMEDQA},
+    }
+    return results, summary
+
+
+# --- formatting ---------------------------------------------------------------------------------------------------
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def ci_text(ci: Sequence[float] | None) -> str:
+    return "–" if ci is None else f"[{pct(ci[0])}, {pct(ci[1])}]"
+
+
+def p_text(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequence[str]) -> str:
+    run = results["run"]
+    fp = run.get("fingerprint") or {}
+    params = fp.get("params", {})
+    hardware = run.get("hardware") or {}
+    hw = ", ".join(
+        str(x)
+        for x in (
+            hardware.get("gpu"),
+            hardware.get("cpu"),
+            f"{hardware.get('cpu_count')} cores" if hardware.get("cpu_count") else None,
+            f"{hardware.get('memory_gib')} GiB" if hardware.get("memory_gib") else None,
+        )
+        if x
+    )
+    pooled = [r for r in summary.results if "/" not in r.group]
+    subjects = [r for r in summary.results if "/" in r.group]
+    lines = [f"# Benchmark report: {run['folder']}", ""]
+    if not run["complete"]:
+        lines += ["> **Incomplete run**: the last session did not finish; re-run the same command to complete it.", ""]
+    lines += [
+        f"- Model: `{fp.get('model', '?')}`"
+        + (f" (`{run['model_path']}`)" if run.get("model_path") and run["model_path"] != fp.get("model") else ""),
+        f"- Engine: `{fp.get('engine', '?')}`" + (f" {fp.get('engine_options')}" if fp.get("engine_options") else ""),
+        f"- Hardware: {hw or 'unknown'}",
+        "- Questions: "
+        + ", ".join(f"{name} {n}" for name, n in run["questions"].items())
+        + (
+            f" (seeded label-stratified sample, limit {fp.get('limit')}, seed {fp.get('seed')})" if fp.get("limit") else " (full test sets)"
+        ),
+        f"- Strategies: {', '.join(run['strategies'])}; max_tokens {params.get('max_tokens')}, temperature {params.get('temperature')}, "
+        f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}",
+        f"- Date: {run.get('started') or '?'} to {run.get('finished') or '?'} ({run['sessions']} session(s))",
+    ]
+    if run.get("command"):
+        lines.append(f"- Command: `{' '.join(run['command'])}`")
+    lines += [
+        "",
+        "## Accuracy",
+        "",
+        "Accuracy in %, with a 95% bootstrap confidence interval over questions. N counts answered questions; "
+        "questions that failed (errors) are left out of the accuracy and counted separately.",
+        "",
+    ]
+    lines += table(
+        ["dataset", "strategy", "N", "accuracy", "95% CI", "macro-F1", "errors", "context truncated"],
+        [[r.group, r.strategy, r.n, pct(r.accuracy), ci_text(r.ci), pct(r.macro_f1), r.errors, r.context_truncated] for r in pooled],
+    )
+    if subjects:
+        lines += ["", "### Per subject", ""]
+        lines += table(
+            ["subject", "strategy", "N", "accuracy", "95% CI", "macro-F1", "errors"],
+            [[r.group.split("/", 1)[1], r.strategy, r.n, pct(r.accuracy), ci_text(r.ci), pct(r.macro_f1), r.errors] for r in subjects],
+        )
+    for name in plots:
+        lines += ["", f"![{name}]({name})"]
+    errors = [r for r in pooled if r.errors]
+    if errors:
+        lines += [
+            "",
+            "## Errors",
+            "",
+            f"{results['errors']} question(s) failed and were recorded as errors "
+            "(re-running the same command retries them). First messages:",
+            "",
+        ]
+        lines += [f"- {r.group} / {r.strategy}: {m}" for r in errors for m in r.error_messages]
+    comparisons = [(g, c) for g, pairs in summary.comparisons.items() if "/" not in g for c in pairs]
+    if comparisons:
+        lines += [
+            "",
+            "## Strategies compared pairwise",
+            "",
+            "On the questions both strategies answered: the accuracy difference (first minus second, points) with a 95% paired "
+            "bootstrap CI, and McNemar's test (b: only the first right, c: only the second right; exact binomial p-value, "
+            "chi-square with continuity correction alongside).",
+            "",
+        ]
+        lines += table(
+            ["dataset", "first", "second", "N", "difference", "95% CI", "b", "c", "p (exact)", "p (chi2)"],
+            [
+                [
+                    g,
+                    c.first,
+                    c.second,
+                    c.n,
+                    pct(c.difference),
+                    ci_text(c.ci),
+                    c.mcnemar.b,
+                    c.mcnemar.c,
+                    p_text(c.mcnemar.p_exact),
+                    p_text(c.mcnemar.p_chi2),
+                ]
+                for g, c in comparisons
+            ],
+        )
+    lines += [
+        "",
+        "## Answer positions (position bias)",
+        "",
+        "Share of chosen answers at each option position, next to the share of gold answers there.",
+        "",
+    ]
+    width = max((len(r.answer_positions) for r in pooled), default=0)
+    lines += table(
+        ["dataset", "strategy", *[f"position {i + 1}" for i in range(width)]],
+        [
+            [r.group, r.strategy, *[f"{pct(a)} (gold {pct(g)})" for a, g in zip(r.answer_positions, r.gold_positions, strict=True)]]
+            + [""] * (width - len(r.answer_positions))
+            for r in pooled
+        ],
+    )
+    lines += ["", "## Confusion matrices", "", "Rows: gold label; columns: chosen label.", ""]
+    for r in pooled:
+        names = OPTION_NAMES.get(r.group, {})
+        header = [f"{r.group} / {r.strategy}", *[f"{lab} {names.get(lab, '')}".strip() for lab in r.labels]]
+        lines += table(
+            header, [[f"**{lab} {names.get(lab, '')}**".replace(" **", "**"), *row] for lab, row in zip(r.labels, r.confusion, strict=True)]
+        )
+        lines.append("")
+    lines += [
+        "## Throughput",
+        "",
+        "Wall time is the time spent answering (summed over sessions); round times are the strategy rounds within it.",
+        "",
+    ]
+    lines += table(
+        ["dataset", "strategy", "questions", "wall s", "questions/s", "prompt tokens", "generated tokens", "rounds (s)"],
+        [
+            [
+                r.group,
+                r.strategy,
+                r.n + r.errors,
+                f"{r.wall_seconds:.1f}",
+                f"{r.questions_per_second:.2f}" if r.questions_per_second else "–",
+                r.prompt_tokens,
+                r.completion_tokens,
+                ", ".join(f"{k} {v:.1f}" for k, v in r.round_seconds.items()),
+            ]
+            for r in pooled
+        ],
+    )
+    lines += [
+        "",
+        f"## Published PubMedQA figures ({PUBLISHED_NOTE})",
+        "",
+        "For context only: accuracy (%) on the PubMedQA reasoning-required test set as reported in the literature. "
+        "These numbers are **published, not measured here**, with other models, prompts and hardware.",
+        "",
+    ]
+    lines += table(
+        ["system", "accuracy (published, not measured here)"], [[f["system"], f"{f['accuracy']:.1f}"] for f in PUBLISHED_PUBMEDQA]
+    )
+    return "\n".join(lines) + "\n"
+
+
+# --- plots --------------------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def plot_accuracy(results: Sequence[StrategyResult], path: Path, title: str) -> None:
+    """Bars of accuracy per group and strategy with 95% CI error bars, and chance level per group."""
+    groups = list(dict.fromkeys(r.group for r in results))
+    strategies = list(dict.fromkeys(r.strategy for r in results))
+    fig = _figure(max(5.0, 1.4 * len(groups) * max(1, len(strategies)) / 2 + 2), 4.0)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(strategies))
+    for j, strategy in enumerate(strategies):
+        xs, ys, low, high = [], [], [], []
+        for i, group in enumerate(groups):
+            r = next((x for x in results if x.group == group and x.strategy == strategy), None)
+            if r is None or r.accuracy is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(100 * r.accuracy)
+            lo, hi = r.ci or (r.accuracy, r.accuracy)
+            low.append(100 * (r.accuracy - lo))
+            high.append(100 * (hi - r.accuracy))
+        bars = ax.bar(xs, ys, width, yerr=[low, high], capsize=3, label=strategy)
+        ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=7)
+    for i, group in enumerate(groups):
+        n_options = max((len(r.labels) for r in results if r.group == group), default=0)
+        if n_options:
+            ax.hlines(
+                100 / n_options,
+                i - 0.45,
+                i + 0.45,
+                colors="grey",
+                linestyles="dashed",
+                linewidth=1,
+                label="chance (1 / options)" if i == 0 else None,
+            )
+    ax.set_xticks(range(len(groups)), [g.split("/")[-1].replace("_", " ") for g in groups], rotation=20 if len(groups) > 4 else 0)
+    ax.set_ylabel("accuracy (%) with 95% CI")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path)
+
+
+def plot_confusions(results: Sequence[StrategyResult], path: Path, dataset: str) -> None:
+    """One confusion matrix per strategy for a dataset (rows gold, columns chosen)."""
+    fig = _figure(3.2 * len(results), 3.2)
+    names = OPTION_NAMES.get(dataset, {})
+    for k, r in enumerate(results):
+        ax = fig.add_subplot(1, len(results), k + 1)
+        ax.imshow(r.confusion, cmap="Blues")
+        ticks = [f"{lab} {names.get(lab, '')}".strip() for lab in r.labels]
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=8)
+        ax.set_yticks(range(len(ticks)), ticks, fontsize=8)
+        peak = max((max(row) for row in r.confusion), default=0)
+        for i, row in enumerate(r.confusion):
+            for j, count in enumerate(row):
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if peak and count > peak / 2 else "black")
+        ax.set_xlabel("chosen")
+        if k == 0:
+            ax.set_ylabel("gold")
+        ax.set_title(f"{dataset} / {r.strategy} (acc {pct(r.accuracy)}%)", fontsize=9)
+    fig.savefig(path)
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+
+
+def write_report(path: str | os.PathLike[str]) -> list[Path]:
+    """Write results.json, report.md and the plots into a run folder; returns the files written."""
+    folder = Path(path)
+    results, summary = build_results(folder)
+    pooled = [r for r in summary.results if "/" not in r.group]
+    plots: list[str] = []
+    if any(r.accuracy is not None for r in pooled):
+        plot_accuracy(pooled, folder / ACCURACY_PLOT, f"{results['run']['fingerprint']['model'] if results['run']['fingerprint'] else ''}")
+        plots.append(ACCURACY_PLOT)
+    subjects = [r for r in summary.results if "/" in r.group]
+    if subjects:
+        plot_accuracy(subjects, folder / SUBJECTS_PLOT, "MMLU medical subjects")
+        plots.append(SUBJECTS_PLOT)
+    for dataset in dict.fromkeys(r.group for r in pooled):
+        items = [r for r in pooled if r.group == dataset and r.n]
+        if items:
+            name = f"confusion_{dataset}.png"
+            plot_confusions(items, folder / name, dataset)
+            plots.append(name)
+    write_atomic(folder / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(folder / REPORT_FILE, render_markdown(results, summary, plots))
+    return [folder / RESULTS_FILE, folder / REPORT_FILE, *(folder / p for p in plots)]
+
+
+# --- several runs side by side ------------------------------------------------------------------------------------
+
+
+def compare_runs(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """A markdown page putting runs side by side: accuracy per dataset and strategy, and for the same strategy on
+    shared questions, each run against the first (paired difference and McNemar)."""
+    runs = []
+    for path in paths:
+        folder, _info, records = load_run(path)
+        results, summary = build_results(folder.path)
+        runs.append((str(path), results, summary, records))
+    lines = ["# Runs side by side", ""]
+    for k, (name, results, _, _) in enumerate(runs):
+        fp = results["run"].get("fingerprint") or {}
+        questions = ", ".join(f"{d} {n}" for d, n in results["run"]["questions"].items())
+        lines.append(
+            f"- run {k + 1}: `{name}`: model `{fp.get('model')}`, engine {fp.get('engine')}, {questions}, "
+            f"max_tokens {fp.get('params', {}).get('max_tokens')}, started {results['run'].get('started')}"
+        )
+    keys = list(dict.fromkeys((r.group, r.strategy) for _, _, s, _ in runs for r in s.results))
+    lines += ["", "Accuracy in % [95% CI] (N answered).", ""]
+    rows = []
+    for group, strategy in keys:
+        row: list[Any] = [group, strategy]
+        for _, _, summary, _ in runs:
+            r = summary.result(group, strategy)
+            row.append("–" if r is None or r.accuracy is None else f"{pct(r.accuracy)} {ci_text(r.ci)} ({r.n})")
+        rows.append(row)
+    lines += table(["dataset", "strategy", *[f"run {k + 1}" for k in range(len(runs))]], rows)
+    paired: list[tuple[str, str, int, PairedComparison]] = []
+    base = {(r.dataset, r.strategy, r.question_id): r for r in runs[0][3] if r.ok}
+    for k, (_, _, _, records) in enumerate(runs[1:], start=2):
+        other = {(r.dataset, r.strategy, r.question_id): r for r in records if r.ok}
+        for dataset, strategy in dict.fromkeys((d, s) for d, s, _ in other):
+            shared = [key for key in other if key[:2] == (dataset, strategy) and key in base]
+            if shared:
+                paired.append(
+                    (
+                        dataset,
+                        strategy,
+                        k,
+                        paired_comparison(
+                            f"run {k}", "run 1", [other[q].correct is True for q in shared], [base[q].correct is True for q in shared]
+                        ),
+                    )
+                )
+    if paired:
+        lines += ["", "Same strategy on the same questions: run k minus run 1 (points, 95% paired bootstrap CI, McNemar exact p).", ""]
+        lines += table(
+            ["dataset", "strategy", "runs", "N", "difference", "95% CI", "p (exact)"],
+            [[d, s, f"{k} - 1", c.n, pct(c.difference), ci_text(c.ci), p_text(c.mcnemar.p_exact)] for d, s, k, c in paired],
+        )
+    return "\n".join(lines) + "\n"

