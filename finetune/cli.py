@@ -18,7 +18,7 @@ HELP = "fine-tune a model in up to three stages (knowledge, instruction, task) f
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("config", help="the fine-tuning YAML file (see finetune/configs/)")
     parser.add_argument("--stage", default=None, help="run only this stage: its number (1-based) or its name; default all stages in order")
-    parser.add_argument("--resume", action="store_true", help="skip finished stages and continue an interrupted one from its latest checkpoint")
+    parser.add_argument("--resume", action="store_true", help="skip finished stages; continue an interrupted one from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     parser.set_defaults(func=main)
     return parser

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 StageKind = Literal["knowledge", "instruction", "task"]
 STAGE_KINDS: tuple[str, ...] = ("knowledge", "instruction", "task")
 TASK_FORMATS: tuple[str, ...] = ("voc_verify", "voc_choose", "direct", "cot")
+TaskFormat = Literal["voc_verify", "voc_choose", "direct", "cot"]
 MCQ_DATASETS: tuple[str, ...] = ("medqa", "medqa_5options", "medmcqa", "mmlu_medical")
 
 
@@ -88,7 +89,7 @@ class PubMedQATask(_Source):
 
     type: Literal["pubmedqa_task"]
     path: str | None = None
-    formats: list[Literal["voc_verify", "voc_choose", "direct", "cot"]] = Field(default_factory=lambda: ["voc_verify", "voc_choose", "direct"], min_length=1)
+    formats: list[TaskFormat] = Field(default_factory=lambda: ["voc_verify", "voc_choose", "direct"], min_length=1)
 
 
 class MCQTask(_Source):
@@ -97,7 +98,7 @@ class MCQTask(_Source):
     type: Literal["mcq_task"]
     dataset: Literal["medqa", "medqa_5options", "medmcqa", "mmlu_medical"]
     path: str
-    formats: list[Literal["voc_verify", "voc_choose", "direct", "cot"]] = Field(default_factory=lambda: ["voc_verify", "voc_choose", "direct"], min_length=1)
+    formats: list[TaskFormat] = Field(default_factory=lambda: ["voc_verify", "voc_choose", "direct"], min_length=1)
 
 
 DataSource = Annotated[
@@ -181,7 +182,7 @@ class FinetuneConfig(_Strict):
     base_model: str | None = Field(default=None, description="None: the embedded SmolLM2-135M-Instruct; a folder, a .gguf file or a hub id")
     output_dir: str
     data_root: str | None = Field(default=None, description="relative data paths start here; default voc.datasets.data_root()")
-    templates: str | None = Field(default=None, description="a folder of .jinja files overriding the built-in prompts (use the same at inference)")
+    templates: str | None = Field(default=None, description="a folder of .jinja files overriding the built-in prompts (same at inference)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = False
     seed: int = 0

@@ -16,10 +16,11 @@ refused everywhere: any question whose PMID is in `pubmedqa_test_ids()` raises `
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,26 @@ def pmid_of(question: Question) -> str | None:
     return None
 
 
-def refuse_test_split(questions: Iterable[Question], test_ids: set[str] | None = None) -> None:
-    """Raise TestSplitError if any question is from PubMedQA's official test split."""
-    test_ids = pubmedqa_test_ids() if test_ids is None else test_ids
+@functools.lru_cache(maxsize=8)
+def _test_ids(path: str | None) -> frozenset[str]:
+    return frozenset(pubmedqa_test_ids(path))
+
+
+def refuse_test_split(questions: Iterable[Question], test_ids: Collection[str] | None = None) -> None:
+    """Raise TestSplitError if any question is from PubMedQA's official test split.
+
+    `test_ids`: the test PMIDs; default those of the data root's pubmedqa/test_ground_truth.json.
+    """
     for question in questions:
         pmid = pmid_of(question)
-        if pmid is not None and pmid in test_ids:
+        if pmid is None:
+            continue
+        if test_ids is None:
+            try:
+                test_ids = _test_ids(None)
+            except FileNotFoundError as error:
+                raise TestSplitError(f"cannot check question {question.id} against PubMedQA's test split ({error})") from None
+        if pmid in test_ids:
             raise TestSplitError(
                 f"question {question.id} (PMID {pmid}) is in PubMedQA's official test split; fine-tuning on test questions "
                 "is refused: use load_pubmedqa(split='train'), the 500 labelled non-test questions"
@@ -104,7 +119,7 @@ def refuse_test_split(questions: Iterable[Question], test_ids: set[str] | None =
 def pubmedqa_train_questions(path: Path | None, limit: int | None, seed: int) -> list[Question]:
     """PubMedQA's labelled non-test questions (a stratified seeded sample of `limit`), checked against the test PMIDs."""
     questions = list(load_pubmedqa(path, split="train"))
-    refuse_test_split(questions, pubmedqa_test_ids(path))
+    refuse_test_split(questions, _test_ids(None if path is None else str(path)))
     return stratified_sample(questions, limit, seed) if limit else questions
 
 
@@ -119,7 +134,8 @@ def mcq_training_questions(dataset: str, path: Path, limit: int | None, seed: in
     refuse_test_split(questions)
     gold_missing = [q.id for q in questions if q.gold is None]
     if gold_missing:
-        raise DataError(display_name(path), f"question {gold_missing[0]} has no gold answer; training needs labelled questions", skippable=False)
+        reason = f"question {gold_missing[0]} has no gold answer; training needs labelled questions"
+        raise DataError(display_name(path), reason, skippable=False)
     return stratified_sample(questions, limit, seed) if limit else questions
 
 
@@ -214,20 +230,27 @@ def read_messages(path: Path) -> list[Example]:
                 raise DataError(source, f"each message needs a role ({'/'.join(ROLES)}) and a string content, got {m!r}"[:200],
                                 line=line, skippable=False)
         if messages[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in messages):
-            raise DataError(source, "a conversation needs a user message and must end with the assistant's reply", line=line, skippable=False)
+            reason = "a conversation needs a user message and must end with the assistant's reply"
+            raise DataError(source, reason, line=line, skippable=False)
         prompt = ChatPrompt(tuple({"role": m["role"], "content": m["content"]} for m in messages[:-1]))
         examples.append(Example(prompt, messages[-1]["content"], "messages"))
     return examples
 
 
-def pubmedqa_instruction(question: Question, templates: Templates, file: str = "instruct_pubmedqa.jinja") -> Example:
+def pubmedqa_instruction(
+    question: Question, templates: Templates, file: str = "instruct_pubmedqa.jinja", test_ids: Collection[str] | None = None
+) -> Example:
     """A PubMedQA question as a free-form instruction answered with its long answer (template instruct_pubmedqa.jinja)."""
+    refuse_test_split([question], test_ids)
     variables = {"question": question, "gold": gold_option(question), "explanation": explanation_of(question)}
     return Example(templates.chat(file, **variables), templates.block(file, "assistant", **variables).strip(), "pubmedqa_instruction")
 
 
-def mcq_instruction(question: Question, templates: Templates, file: str = "instruct_mcq.jinja") -> Example:
+def mcq_instruction(
+    question: Question, templates: Templates, file: str = "instruct_mcq.jinja", test_ids: Collection[str] | None = None
+) -> Example:
     """A labelled multiple-choice question as an instruction (template instruct_mcq.jinja)."""
+    refuse_test_split([question], test_ids)
     variables = {"question": question, "gold": gold_option(question), "explanation": explanation_of(question)}
     return Example(templates.chat(file, **variables), templates.block(file, "assistant", **variables).strip(), "mcq_instruction")
 
@@ -244,11 +267,14 @@ def verification_target(question: Question, label: str, templates: Templates) ->
     )
     stop = templates.block(VERIFY, "stop", question=question, option=option)
     if stop in text:
-        raise DataError(question.id, f"the verification target contains the stop text {stop!r}; it would end generation early", skippable=False)
+        reason = f"the verification target contains the stop text {stop!r}; it would end generation early"
+        raise DataError(question.id, reason, skippable=False)
     return text
 
 
-def task_examples(question: Question, templates: Templates, formats: Sequence[str]) -> list[Example]:
+def task_examples(
+    question: Question, templates: Templates, formats: Sequence[str], test_ids: Collection[str] | None = None
+) -> list[Example]:
     """One question in each inference format, with the gold target continuing the prompt as the strategies continue it.
 
     - voc_verify (one per option): verify_prompt(q, label) -> verification + verdict_prefix + verdict_true/false
@@ -256,7 +282,10 @@ def task_examples(question: Question, templates: Templates, formats: Sequence[st
     - voc_choose: choose_prompt(q, the target verifications) -> the gold candidate;
     - direct: Direct.prompt(q) -> the gold candidate;
     - cot: reasoning_prompt(q) -> reasoning + answer_prefix + the gold candidate.
+
+    A question of PubMedQA's test split raises TestSplitError.
     """
+    refuse_test_split([question], test_ids)
     gold = gold_option(question)
     voc = VerificationOfChoice(templates)
     examples: list[Example] = []
@@ -355,7 +384,8 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
                 raise ValueError(f"data type {source.type!r} does not fit a knowledge stage")
             sources.append({"type": source.type, "path": getattr(source, "path", None), "documents": len(docs)})
             texts.extend(docs)
-        records, n_tokens = pack_blocks(tqdm(texts, desc=f"{stage.label}: tokenise", disable=not progress, unit="doc"), tokenizer, stage.max_length)
+        bar = tqdm(texts, desc=f"{stage.label}: tokenise", disable=not progress, unit="doc")
+        records, n_tokens = pack_blocks(bar, tokenizer, stage.max_length)
         counts = {"sources": sources, "documents": len(texts), "tokens": n_tokens, "blocks": len(records), "block_size": stage.max_length}
         return StageData(records, counts)
 
@@ -371,19 +401,23 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
             assert path is not None
             builders = [(None, [e]) for e in _sample(read_messages(path), source.limit, seed)]
         elif isinstance(source, PubMedQAInstructions):
-            builders = [(q, lambda q: [pubmedqa_instruction(q, templates)]) for q in pubmedqa_train_questions(path, source.limit, seed)]
+            ids = _test_ids(None if path is None else str(path))
+            questions = pubmedqa_train_questions(path, source.limit, seed)
+            builders = [(q, lambda q, i=ids: [pubmedqa_instruction(q, templates, test_ids=i)]) for q in questions]
         elif isinstance(source, MCQInstructions):
             assert path is not None
             questions = mcq_training_questions(source.dataset, path, source.limit, seed, root)
             builders = [(q, lambda q: [mcq_instruction(q, templates)]) for q in questions]
         elif isinstance(source, PubMedQATask | MCQTask):
+            ids: Collection[str] | None = None
             if isinstance(source, PubMedQATask):
                 questions = pubmedqa_train_questions(path, source.limit, seed)
+                ids = _test_ids(None if path is None else str(path))
             else:
                 assert path is not None
                 questions = mcq_training_questions(source.dataset, path, source.limit, seed, root)
             formats = list(dict.fromkeys(source.formats))
-            builders = [(q, lambda q, f=formats: task_examples(q, templates, f)) for q in questions]
+            builders = [(q, lambda q, f=formats, i=ids: task_examples(q, templates, f, i)) for q in questions]
         n_records = 0
         for question, build in tqdm(builders, desc=f"{stage.label}: {source.type}", disable=not progress, unit="item"):
             if question is None:
@@ -408,7 +442,8 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
         sources.append({"type": source.type, "path": str(path) if path else None, "items": len(builders), "examples": n_records})
     if not records:
         raise ConfigError(
-            f"stage {stage.label!r} has no training examples (all {dropped} are longer than max_length={stage.max_length}); raise max_length"
+            f"stage {stage.label!r} has no training examples (all {dropped} are longer than max_length={stage.max_length}); "
+            "raise max_length"
         )
     counts = {
         "sources": sources,

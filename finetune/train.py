@@ -16,6 +16,7 @@ config); the export and run.json happen on the main process, the others wait for
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -139,6 +140,9 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
                     "run without --resume to start this stage afresh"
                 )
             print_main(state, f"resuming from {resume_from}")
+    # a run stopped right after its last checkpoint has nothing left to train (Trainer.train would take an extra step)
+    done = _read_json(Path(resume_from) / "trainer_state.json") if resume_from else {}
+    finished = bool(done) and done.get("global_step", 0) >= done.get("max_steps", 1 << 62)
     if state.is_main_process:
         if resume_from is None and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)  # a fresh start: old checkpoints would confuse a later --resume
@@ -185,43 +189,49 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
         dataloader_num_workers=0,
     )
     set_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(
-        start, dtype=weights_dtype(precision, stage.method), trust_remote_code=config.trust_remote_code
-    )
-    model.config.use_cache = False
-    if stage.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
-            target_modules=stage.lora.target_modules, task_type="CAUSAL_LM",
+    trainable: int | None = None
+    total: int | None = None
+    if finished:
+        print_main(state, f"{resume_from} is the last step: nothing left to train")
+        history, steps, metrics, train_seconds = done.get("log_history", []), done["global_step"], {}, 0.0
+        trained_dir = Path(str(resume_from))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            start, dtype=weights_dtype(precision, stage.method), trust_remote_code=config.trust_remote_code
         )
-        model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    print_main(state, f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
+        model.config.use_cache = False
+        if stage.method == "lora":
+            from peft import LoraConfig, get_peft_model
 
-    # 4. train -----------------------------------------------------------------------------------------------------
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=lambda batch: pad_batch(batch, pad_id))
-    train_clock = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.perf_counter() - train_clock
-    history = list(trainer.state.log_history)
-    steps = trainer.state.global_step
+            lora = LoraConfig(
+                r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
+                target_modules=stage.lora.target_modules, task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        print_main(state, f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
+
+        # 4. train -------------------------------------------------------------------------------------------------
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=lambda batch: pad_batch(batch, pad_id))
+        train_clock = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        train_seconds = time.perf_counter() - train_clock
+        history, steps, metrics = list(trainer.state.log_history), trainer.state.global_step, dict(result.metrics)
+        trained_dir = ckpt_dir / ("final-adapter" if stage.method == "lora" else "final-model")
+        trainer.save_model(str(trained_dir))  # gathers the weights under FSDP / DeepSpeed; writes on the main process
+        del trainer, model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # 5. export ----------------------------------------------------------------------------------------------------
     save_clock = time.perf_counter()
-    trained_dir = ckpt_dir / ("final-adapter" if stage.method == "lora" else "final-model")
-    trainer.save_model(str(trained_dir))  # gathers the weights under FSDP / DeepSpeed; writes on the main process
-    del trainer, model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     state.wait_for_everyone()
     if state.is_main_process:
         export_model(start, trained_dir, out_dir, stage.method, save_dtype(precision), config.trust_remote_code)
         tokenizer.save_pretrained(out_dir)
-        if stage.method == "full":
+        if trained_dir.name == "final-model":
             shutil.rmtree(trained_dir, ignore_errors=True)  # the exported folder is the same model; keep one copy
     save_seconds = time.perf_counter() - save_clock
 
@@ -250,7 +260,7 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
             "losses": losses,
             "first_loss": losses[0]["loss"] if losses else None,
             "last_loss": losses[-1]["loss"] if losses else None,
-            "train_metrics": dict(result.metrics),
+            "train_metrics": metrics,
             "timings": {
                 "data_seconds": round(data_seconds, 3),
                 "train_seconds": round(train_seconds, 3),
@@ -328,10 +338,8 @@ def run(config: FinetuneConfig, stage: str | int | None = None, resume: bool = F
         link = Path(config.output_dir) / "final"
         if link.is_symlink() or link.exists():
             link.unlink()
-        try:
+        with contextlib.suppress(OSError):  # no symlinks (some Windows setups): the stage folder is the final model
             link.symlink_to(output.name, target_is_directory=True)
-        except OSError:  # no symlinks (some Windows setups): the stage folder is the final model
-            pass
     return output
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,7 +78,7 @@ def test_render_applies_the_chat_template_and_appends_the_prefix(tiny_engine: HF
     assert text.endswith("<|im_start|>assistant\nAnswer:")
 
 
-def test_too_long_prompt_raises_a_clear_error(tiny_model_dir) -> None:  # noqa: ANN001
+def test_too_long_prompt_raises_a_clear_error(tiny_model_dir: Path) -> None:
     engine = HFEngine(str(tiny_model_dir), max_model_len=64)
     with pytest.raises(PromptTooLongError, match="exceeds the model's 64-token window"):
         engine.generate([chat("word " * 100)], SamplingParams(max_tokens=4))

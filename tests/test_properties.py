@@ -25,23 +25,35 @@ TEMPLATE_SYNTAX = ["{{", "}}", "{%", "%}", "{#", "#}", "{{ 7*7 }}", "{% for x in
 BLANKS = ["", " ", "\t", "\n", " \r\n ", "\u3000", "\u2028", "\x85"]
 
 fragments = st.one_of(st.text(max_size=12), st.sampled_from(TEMPLATE_SYNTAX), st.sampled_from(BLANKS))
-texts = st.one_of(
-    st.lists(fragments, max_size=5).map("".join),
-    st.sampled_from(BLANKS),
-    st.builds(lambda part, n: part * n, st.text(min_size=1, max_size=4), st.integers(200, 1500)),  # very long
-)
-labels = st.one_of(st.text(max_size=4), st.sampled_from(["A", "b", "yes", "1", "(a)", "A.", "\u00e9", "\u200b", " C ", "A\tB"]))
+blank_texts = st.sampled_from(BLANKS)
+long_texts = st.builds(lambda part, n: part * n, st.text(min_size=1, max_size=4), st.integers(200, 1500))
+filled_texts = st.one_of(st.lists(fragments, min_size=1, max_size=5).map("".join).filter(one_line), long_texts.filter(one_line))
+texts = st.one_of(filled_texts, filled_texts, filled_texts, filled_texts, blank_texts)  # mostly filled, sometimes blank
+good_labels = st.text(st.characters(categories=["L", "N", "P", "S"]), min_size=1, max_size=4)  # printable, no whitespace
+odd_labels = st.one_of(st.text(max_size=4), st.sampled_from(["", " ", "\u200b", " C ", "A\tB", "\x00", "A\nB"]))
+
+
+def text_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 @st.composite
 def option_inputs(draw: st.DrawFn) -> list[str] | dict[str, str]:
-    """A list of texts (labelled A, B, ...) or a dict label -> text, sometimes with a duplicated text."""
-    items = draw(st.lists(texts, min_size=0, max_size=28))
-    if len(items) >= 2 and draw(st.booleans()):
-        items[draw(st.integers(0, len(items) - 1))] = draw(st.sampled_from(items)).upper()  # duplicate up to case
-    if draw(st.booleans()):
+    """A list of texts (labelled A, B, ...) or a dict label -> text; mostly valid, sometimes with one flaw:
+    a count outside 2..26, a blank or duplicated text, an odd label."""
+    n = draw(st.one_of(st.integers(2, 26), st.integers(2, 6), st.sampled_from([0, 1, 26, 27])))
+    items = draw(st.lists(filled_texts, min_size=n, max_size=n, unique_by=text_key))
+    flaw = draw(st.sampled_from(["none"] * 6 + ["blank", "duplicate", "odd label"]))
+    if items and flaw == "blank":
+        items[draw(st.integers(0, n - 1))] = draw(blank_texts)
+    if n >= 2 and flaw == "duplicate":
+        items[draw(st.integers(1, n - 1))] = draw(st.sampled_from(items[:-1])).upper()  # the same text up to case
+    if flaw != "odd label" and draw(st.booleans()):
         return items
-    return dict(zip(draw(st.lists(labels, min_size=len(items), max_size=len(items), unique=True)), items, strict=True))
+    keys = draw(st.lists(good_labels, min_size=n, max_size=n, unique=True))
+    if keys and flaw == "odd label":
+        keys[draw(st.integers(0, n - 1))] = draw(odd_labels.filter(lambda label: label not in keys))
+    return dict(zip(keys, items, strict=True))
 
 
 def expected_errors(question: str, options: list[str] | dict[str, str]) -> list[str]:
@@ -112,7 +124,7 @@ def assert_options_listed_once(question: Question, prompt: ChatPrompt, rendered:
     assert len(listed) == n
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(question=texts, options=option_inputs(), context=st.one_of(st.none(), texts))
 def test_question_either_renders_every_option_once_or_is_refused(
     tokenizer: Any, strategies: tuple[Direct, ChainOfThought, VerificationOfChoice], question: str, options: Any, context: str | None

@@ -138,10 +138,19 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise RecordsWriteError(
+                f"could not write {path} ({_reason(exc)}); the files written before are intact: "
+                "free space (or fix the problem) and re-run the same command"
+            ) from exc
         raise
     fsync_dir(path.parent)
+
+
+def _reason(exc: OSError) -> str:
+    return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -224,9 +233,8 @@ class RecordStore:
                     os.fsync(fd)
                 except OSError:
                     pass  # the torn tail is then dropped by the next load
-                reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
                 raise RecordsWriteError(
-                    f"could not write results to {self.path} ({reason}); the records written before are intact: "
+                    f"could not write results to {self.path} ({_reason(exc)}); the records written before are intact: "
                     "free space (or fix the problem) and re-run the same command to resume"
                 ) from exc
         finally:

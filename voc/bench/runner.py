@@ -202,6 +202,32 @@ def error_message(exc: BaseException) -> str:
     return message if len(message) <= 500 else message[:497] + "..."
 
 
+class RoundBars(Engine):
+    """Passes every call to `inner`, naming each round's progress bar after the dataset and chunk, or hiding it."""
+
+    def __init__(self, inner: Engine, show: bool = True) -> None:  # no super().__init__(): the stats are the inner engine's
+        self.inner, self.show, self.label = inner, show, ""
+        self.stats, self.name, self.model_name, self.max_model_len = inner.stats, inner.name, inner.model_name, inner.max_model_len
+
+    def _desc(self, desc: str | None) -> str | None:
+        return f"{self.label} {desc}".strip() if self.show and desc is not None else None
+
+    def generate(self, prompts: Sequence[Any], params: SamplingParams, desc: str | None = None) -> list[Any]:
+        return self.inner.generate(prompts, params, self._desc(desc))
+
+    def score(self, prompts: Sequence[Any], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Any]:
+        return self.inner.score(prompts, candidates, self._desc(desc))
+
+    def render(self, prompt: Any) -> str:
+        return self.inner.render(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def __getattr__(self, name: str) -> Any:  # anything else an engine offers (tokenizer, ...)
+        return getattr(self.inner, name)
+
+
 # --- answering with retries -------------------------------------------------------------------------------------
 
 
@@ -331,8 +357,9 @@ def run_bench(
                 engine = make_engine(config.engine, config.model, batch_size=config.batch_size, **config.engine_options)
             session["model_name"] = engine.model_name
             session["engine"] = type(engine).__name__
+            shared = RoundBars(engine, show=progress)  # one engine for every strategy
             runners = {
-                s: VoC(engine=engine, strategy=s, params=config.params(), final_rule=config.final_rule, templates=config.templates)  # type: ignore[arg-type]
+                s: VoC(engine=shared, strategy=s, params=config.params(), final_rule=config.final_rule, templates=config.templates)  # type: ignore[arg-type]
                 for s in config.strategies
             }
             chunk_number = max((r.chunk for r in earlier), default=-1) + 1
@@ -340,8 +367,10 @@ def run_bench(
                 for dataset, strategy, missing in todo:
                     runner = runners[strategy]
                     bar.set_postfix_str(f"{dataset} / {strategy}")
+                    n_chunks = -(-len(missing) // config.chunk_size)
                     for start in range(0, len(missing), config.chunk_size):
                         chunk = missing[start : start + config.chunk_size]
+                        shared.label = f"{dataset} [{start // config.chunk_size + 1}/{n_chunks}]"
                         records = _run_chunk(runner, engine, dataset, strategy, chunk, chunk_number, session["id"])
                         folder.records.append(records)
                         chunk_number += 1
@@ -359,7 +388,7 @@ def run_bench(
         session.update(finished=now_iso(), computed=outcome.computed, errors=outcome.errors)
         try:
             folder.write_run_info(info)
-        except OSError as exc:
+        except (OSError, BenchError) as exc:
             log.warning("could not update %s: %s", folder.path / "run.json", exc)
         if own_engine and engine is not None:
             engine.close()
