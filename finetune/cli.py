@@ -20,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--stage", default=None, help="run only this stage: its number (1-based) or its name; default all stages in order")
     parser.add_argument("--resume", action="store_true", help="skip finished stages; continue an interrupted one from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
-    parser.set_defaults(func=main)
+    parser.set_defaults(handler=main)
     return parser
 
 
@@ -34,6 +34,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     if not isinstance(args, argparse.Namespace):
         args = configure(argparse.ArgumentParser(prog="python -m finetune", description=HELP)).parse_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("finetune").setLevel(logging.INFO)  # stage progress, also under `voc` without -v
     from finetune.config import ConfigError, load_config
     from finetune.data import TestSplitError
     from voc.datasets import DataError

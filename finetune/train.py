@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def fingerprint(config: FinetuneConfig, stage: Stage, start: str, templates: Tem
     payload = {
         "stage": stage.model_dump(mode="json"),
         "start": start,
+        "start_finished_at": _read_json(Path(start) / RUN_FILE).get("finished_at"),  # a re-run previous stage is a new start
         "templates": templates.source_hash(),
         "run": config.model_dump(mode="json", include={"precision", "gradient_checkpointing", "seed", "base_model", "data_root"}),
     }
@@ -114,20 +116,19 @@ def pad_batch(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, to
 
 def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress: bool = True) -> Path:
     """Train stage `index` (0-based) and return its output model folder."""
-    from accelerate import PartialState
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     stage = config.stages[index]
     out_dir, ckpt_dir = config.stage_dir(index), config.checkpoint_dir(index)
-    state = PartialState()
+    procs = processes()
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     templates = Templates(config.templates)
 
     # 1. start model ------------------------------------------------------------------------------------------------
     start = start_model(config, index)
-    print_main(state, f"stage {index + 1}/{len(config.stages)} ({stage.kind}, {stage.method}): {start} -> {out_dir}")
+    procs.log(f"stage {index + 1}/{len(config.stages)} ({stage.kind}, {stage.method}): {start} -> {out_dir}")
     stamp = fingerprint(config, stage, start, templates)
     resume_from = None
     if resume:
@@ -139,28 +140,12 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
                     f"the settings of stage {stage.label!r} (config, start model or templates) changed since {resume_from} was saved; "
                     "run without --resume to start this stage afresh"
                 )
-            print_main(state, f"resuming from {resume_from}")
+            procs.log(f"resuming from {resume_from}")
     # a run stopped right after its last checkpoint has nothing left to train (Trainer.train would take an extra step)
     done = _read_json(Path(resume_from) / "trainer_state.json") if resume_from else {}
     finished = bool(done) and done.get("global_step", 0) >= done.get("max_steps", 1 << 62)
-    if state.is_main_process:
-        if resume_from is None and ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)  # a fresh start: old checkpoints would confuse a later --resume
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": stamp, "start": start}))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-    state.wait_for_everyone()
-
-    # 2. data ------------------------------------------------------------------------------------------------------
-    tokenizer = AutoTokenizer.from_pretrained(start, trust_remote_code=config.trust_remote_code)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    data = build_stage_data(config, stage, tokenizer, templates, progress=progress and state.is_main_process)
-    dataset = Dataset.from_list(data.records)
-    data_seconds = time.perf_counter() - clock
-    print_main(state, f"data: {json.dumps({k: v for k, v in data.counts.items() if k != 'sources'})}")
-
-    # 3. model (TrainingArguments first: DeepSpeed ZeRO-3 must know its config before the model loads) -----------------
+    # the Trainer's settings come first: they start the process group under torchrun / accelerate launch, and DeepSpeed
+    # ZeRO-3 must know its config before the model loads
     precision = pick_precision(config.precision)
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -187,12 +172,34 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
         remove_unused_columns=False,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        use_cpu=procs.world_size > 1 and not torch.cuda.is_available(),  # several processes without GPUs: DDP over gloo
     )
+    procs = Processes(rank=args.process_index, world_size=args.world_size)  # as the Trainer sees them
+    if procs.is_main:
+        if resume_from is None and ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)  # a fresh start: old checkpoints would confuse a later --resume
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": stamp, "start": start}))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+    procs.wait()
+
+    # 2. data ------------------------------------------------------------------------------------------------------
+    tokenizer = AutoTokenizer.from_pretrained(start, trust_remote_code=config.trust_remote_code)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"the tokenizer of {start} has no end-of-sequence token; fine-tuning needs one to end replies and documents")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    data = build_stage_data(config, stage, tokenizer, templates, progress=progress and procs.is_main)
+    dataset = Dataset.from_list(data.records)
+    data_seconds = time.perf_counter() - clock
+    procs.log(f"data: {json.dumps({k: v for k, v in data.counts.items() if k != 'sources'})}")
+
+    # 3. model -----------------------------------------------------------------------------------------------------
     set_seed(config.seed)
     trainable: int | None = None
     total: int | None = None
     if finished:
-        print_main(state, f"{resume_from} is the last step: nothing left to train")
+        procs.log(f"{resume_from} is the last step: nothing left to train")
         history, steps, metrics, train_seconds = done.get("log_history", []), done["global_step"], {}, 0.0
         trained_dir = Path(str(resume_from))
     else:
@@ -210,7 +217,7 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
             model = get_peft_model(model, lora)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        print_main(state, f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
+        procs.log(f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
 
         # 4. train -------------------------------------------------------------------------------------------------
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=lambda batch: pad_batch(batch, pad_id))
@@ -227,8 +234,8 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
 
     # 5. export ----------------------------------------------------------------------------------------------------
     save_clock = time.perf_counter()
-    state.wait_for_everyone()
-    if state.is_main_process:
+    procs.wait()
+    if procs.is_main:
         export_model(start, trained_dir, out_dir, stage.method, save_dtype(precision), config.trust_remote_code)
         tokenizer.save_pretrained(out_dir)
         if trained_dir.name == "final-model":
@@ -236,7 +243,7 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
     save_seconds = time.perf_counter() - save_clock
 
     # 6. run.json ----------------------------------------------------------------------------------------------------
-    if state.is_main_process:
+    if procs.is_main:
         losses = [
             {k: entry[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in entry}
             for entry in history if "loss" in entry
@@ -253,7 +260,7 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
             "precision": precision,
             "saved_dtype": str(save_dtype(precision)).removeprefix("torch."),
             "parameters": {"trainable": trainable, "total": total},
-            "world_size": state.num_processes,
+            "world_size": procs.world_size,
             "device": _device_name(),
             "steps": steps,
             "data": data.counts,
@@ -278,9 +285,9 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
             "versions": _versions(),
         }
         (out_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
-        print_main(state, f"stage {index + 1} done in {record['timings']['total_seconds']:.0f}s: loss {record['first_loss']} -> "
+        procs.log(f"stage {index + 1} done in {record['timings']['total_seconds']:.0f}s: loss {record['first_loss']} -> "
                           f"{record['last_loss']} over {steps} steps; model in {out_dir}")
-    state.wait_for_everyone()
+    procs.wait()
     return out_dir
 
 
@@ -323,18 +330,16 @@ def run(config: FinetuneConfig, stage: str | int | None = None, resume: bool = F
     With `resume`, finished stages are skipped and an interrupted one continues from its latest checkpoint.
     After the last stage of the config, <output_dir>/final points to its folder.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    procs = processes()
     output = Path(config.output_dir)
     for index in select_stages(config, stage):
         folder = config.stage_dir(index)
         if resume and is_complete(folder):
-            print_main(state, f"stage {index + 1} ({config.stages[index].label}) is complete in {folder}; skipped (--resume)")
+            procs.log(f"stage {index + 1} ({config.stages[index].label}) is complete in {folder}; skipped (--resume)")
             output = folder
             continue
         output = run_stage(config, index, resume=resume, progress=progress)
-    if output == config.stage_dir(len(config.stages) - 1) and state.is_main_process:
+    if output == config.stage_dir(len(config.stages) - 1) and procs.is_main:
         link = Path(config.output_dir) / "final"
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -346,9 +351,29 @@ def run(config: FinetuneConfig, stage: str | int | None = None, resume: bool = F
 # --- small helpers -------------------------------------------------------------------------------------------------
 
 
-def print_main(state: Any, message: str) -> None:
-    if state.is_main_process:
-        log.info(message)
+@dataclass
+class Processes:
+    """This process's place under torchrun / accelerate launch (rank 0 of 1 for a plain process)."""
+
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wait(self) -> None:
+        """Wait for every process (a no-op without a process group)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            log.info(message)
+
+
+def processes() -> Processes:
+    return Processes(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -391,6 +391,26 @@ def test_a_full_disk_stops_the_run_and_a_rerun_completes_it(
     assert (outcome.reused, outcome.computed) == (3, 1)
 
 
+class InterruptingEngine(FaultyEngine):
+    """Ctrl-C arrives during the second engine call."""
+
+    def _maybe_fail(self, prompts: Sequence[ChatPrompt]) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_finished_chunks_and_is_not_retried(tmp_path: Path, tiny_model_dir: Path, tiny_engine: Engine) -> None:
+    out = tmp_path / "run"
+    settings = config(tiny_model_dir, out, datasets=["pubmedqa"], strategies=["direct"], chunk_size=2)
+    engine = InterruptingEngine(tiny_engine)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(settings, engine=engine, progress=False)
+    assert engine.calls == 2 and len(lines_of(out)) == 2  # the first chunk is kept; Ctrl-C is not an engine fault
+    assert json.loads((out / "run.json").read_text())["sessions"][-1]["status"] == "interrupted"
+    assert run_bench(settings, engine=tiny_engine, progress=False).computed == 2
+
+
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv, message in (
         (["--dataset", "pubmedqa", "nosuch"], "unknown dataset 'nosuch'"),

@@ -29,13 +29,15 @@ QUESTIONS = [
 
 
 @contextmanager
-def prefix_sharing(engine: HFEngine, on: bool) -> Iterator[HFEngine]:
-    before = engine.share_prefixes
+def prefix_sharing(engine: HFEngine, on: bool, pack: bool | None = None) -> Iterator[HFEngine]:
+    """Switch prefix sharing (and, optionally, per-run prefill with merged caches) for a block."""
+    before = engine.share_prefixes, engine.pack_prefill
     engine.share_prefixes = on
+    engine.pack_prefill = before[1] if pack is None else pack
     try:
         yield engine
     finally:
-        engine.share_prefixes = before
+        engine.share_prefixes, engine.pack_prefill = before
 
 
 def verify_prompts() -> list[ChatPrompt]:
@@ -59,11 +61,12 @@ def test_every_group_member_keeps_a_token_of_its_own() -> None:
     assert len(group.prefix) == 39
 
 
-def test_greedy_generation_with_shared_prefixes_equals_full_prompts(tiny_engine: HFEngine) -> None:
+@pytest.mark.parametrize("pack", [True, False], ids=["packed-prefill", "padded-prefill"])
+def test_greedy_generation_with_shared_prefixes_equals_full_prompts(tiny_engine: HFEngine, pack: bool) -> None:
     prompts = [*verify_prompts(), ChatPrompt(({"role": "user", "content": "A short unrelated prompt."},), "Answer:")]
     params = SamplingParams(max_tokens=10, stop=("Verdict:",))
     reused_before = tiny_engine.stats.extra["prefix_tokens_reused"]
-    with prefix_sharing(tiny_engine, True):
+    with prefix_sharing(tiny_engine, True, pack):
         shared = tiny_engine.generate(prompts, params)
     assert tiny_engine.stats.extra["prefix_tokens_reused"] > reused_before  # the shared path really ran
     with prefix_sharing(tiny_engine, False):
@@ -73,10 +76,11 @@ def test_greedy_generation_with_shared_prefixes_equals_full_prompts(tiny_engine:
     assert [g.prompt_tokens for g in shared] == [g.prompt_tokens for g in full]
 
 
-def test_scores_with_shared_prefixes_equal_full_prompts(tiny_engine: HFEngine) -> None:
+@pytest.mark.parametrize("pack", [True, False], ids=["packed-prefill", "padded-prefill"])
+def test_scores_with_shared_prefixes_equal_full_prompts(tiny_engine: HFEngine, pack: bool) -> None:
     prompts = verify_prompts()
     candidates = [[" correct", " incorrect", " not sure at all"]] * len(prompts)
-    with prefix_sharing(tiny_engine, True):
+    with prefix_sharing(tiny_engine, True, pack):
         shared = tiny_engine.score(prompts, candidates)
     with prefix_sharing(tiny_engine, False):
         full = tiny_engine.score(prompts, candidates)

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     from voc.bench.cli import add_parsers as add_bench_parsers  # `voc bench`, `voc report`
 
     add_bench_parsers(commands)
+    from finetune.cli import add_parser as add_finetune_parser  # `voc finetune`
+
+    add_finetune_parser(commands)
     return parser
 
 

@@ -354,7 +354,8 @@ def run_bench(
     try:
         if n_todo:
             if engine is None:
-                engine = make_engine(config.engine, config.model, batch_size=config.batch_size, **config.engine_options)
+                sizes = {"batch_size": config.batch_size} if config.engine == "hf" else {}  # vllm and servers batch by themselves
+                engine = make_engine(config.engine, config.model, **sizes, **config.engine_options)
             session["model_name"] = engine.model_name
             session["engine"] = type(engine).__name__
             shared = RoundBars(engine, show=progress)  # one engine for every strategy

@@ -7,7 +7,9 @@ How it stays fast without changing results:
   suffix is run on top of it.
 - Batching by length and by token budget: groups are sorted by length and packed into batches of at
   most `batch_size` rows and `max_batch_tokens` padded tokens (prompt + room for new tokens), so long
-  prompts do not run out of memory and short ones batch widely.
+  prompts do not run out of memory and short ones batch widely. On CPU, where a padding token costs
+  as much as a real one, runs of similar-length prompts are prefilled separately and their caches
+  merged (left-padded) for decoding; on GPU a batch is prefilled at once.
 - Padding (left of the prefix, and between prefix and suffix) is masked out and every row gets
   explicit position ids, so batched results equal one-by-one results up to float rounding.
 - Generation is a plain greedy/sampling loop over the KV cache: only the last position's logits
@@ -115,6 +117,7 @@ class HFEngine(Engine):
         batch_size: int = 64,
         max_batch_tokens: int | None = None,
         share_prefixes: bool = True,
+        pack_prefill: bool | None = None,
         max_model_len: int | None = None,
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
@@ -131,6 +134,7 @@ class HFEngine(Engine):
         # Padded tokens (prompt + new tokens) held by one batch: bounds the KV cache and activations.
         self.max_batch_tokens = max_batch_tokens or (65536 if self.device.type == "cuda" else 16384)
         self.share_prefixes = share_prefixes
+        self.pack_prefill = self.device.type == "cpu" if pack_prefill is None else pack_prefill
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -212,9 +216,56 @@ class HFEngine(Engine):
         return self.model(**kwargs)
 
     def _prefill(
+        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], need_cache: bool = True
+    ) -> tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run the prompts of a batch of prefix groups: rows, next-token logits, KV cache, mask and next positions.
+
+        On CPU, padding costs as much as real tokens, so each run of similar-length prompts is run on its
+        own and the caches are merged afterwards (left-padded to one width); on GPU the batch runs at once.
+        """
+        if not self.pack_prefill:
+            return self._prefill_padded(batch, sequences)
+        parts = [self._prefill_padded([part], sequences) for g in batch for part in self._similar_lengths(g, sequences)]
+        rows = [i for part in parts for i in part[0]]
+        logits = torch.cat([part[1] for part in parts])
+        if not need_cache:
+            return rows, logits, None, torch.empty(0), torch.empty(0)
+        if len(parts) == 1:
+            return parts[0]
+        from transformers import DynamicCache
+
+        width = max(part[3].shape[1] for part in parts)
+        layers = []
+        for layer in range(len(parts[0][2].layers)):
+            keys, values = [], []
+            for _, _, cache, mask, _ in parts:
+                pad = width - mask.shape[1]
+                keys.append(torch.nn.functional.pad(cache.layers[layer].keys, (0, 0, pad, 0)))
+                values.append(torch.nn.functional.pad(cache.layers[layer].values, (0, 0, pad, 0)))
+            layers.append((torch.cat(keys), torch.cat(values)))
+        mask = torch.cat([torch.nn.functional.pad(part[3], (width - part[3].shape[1], 0)) for part in parts])
+        positions = torch.cat([part[4] for part in parts])
+        return rows, logits, DynamicCache(layers), mask, positions
+
+    @staticmethod
+    def _similar_lengths(group: PrefixGroup, sequences: Sequence[Sequence[int]]) -> Iterator[PrefixGroup]:
+        """Split a group's members (sorted by length) into runs whose suffixes pad by at most a quarter."""
+        run: list[int] = []
+        total = 0
+        for i in group.members:
+            suffix = len(sequences[i]) - len(group.prefix)
+            if run and (len(run) + 1) * suffix > 1.25 * (total + suffix):
+                yield PrefixGroup(group.prefix, run)
+                run, total = [], 0
+            run.append(i)
+            total += suffix
+        if run:
+            yield PrefixGroup(group.prefix, run)
+
+    def _prefill_padded(
         self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]]
     ) -> tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """Run the prompts of a batch of prefix groups; each prefix runs once.
+        """Run the prompts of a batch of prefix groups as one padded batch; each prefix runs once.
 
         Returns the prompt indices (one per row), the next-token logits of each row [rows, vocab],
         the KV cache, the attention mask over the cache and the next position of each row.
@@ -350,7 +401,8 @@ class HFEngine(Engine):
         room = max((len(c) for cands in cand_ids for c in cands), default=1)
         with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
             for batch in self._batches(contexts, room=room):
-                rows, logits, cache, mask, positions = self._prefill(batch, contexts)
+                multi = any(len(c) > 1 for g in batch for i in g.members for c in cand_ids[i])
+                rows, logits, cache, mask, positions = self._prefill(batch, contexts, need_cache=multi)
                 first = torch.log_softmax(logits.float(), dim=-1)  # the next-token distribution after each prompt
                 for r, i in enumerate(rows):
                     results[i] = [first[r, c[0]].item() for c in cand_ids[i]]

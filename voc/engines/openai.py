@@ -112,7 +112,7 @@ class OpenAIEngine(Engine):
         try:
             response = self._client.request(method, path, json=body)
         except httpx.TimeoutException as error:
-            raise ServerError(f"the server at {self.base_url} did not answer in time ({error}); raise timeout= or check the server") from None
+            raise ServerError(f"the server at {self.base_url} did not answer in time ({error}); raise timeout= or check it") from None
         except httpx.HTTPError as error:
             raise ConnectionError(
                 f"cannot reach the OpenAI-compatible server at {self.base_url} ({error}); start it with `vllm serve MODEL` or fix base_url"
@@ -123,7 +123,8 @@ class OpenAIEngine(Engine):
                 message = detail.get("message", response.text) if isinstance(detail, dict) else str(detail)
             except ValueError:
                 message = response.text
-            raise ServerError(f"{method} {self.base_url}{path} failed with HTTP {response.status_code}: {' '.join(str(message).split())[:300]}")
+            summary = " ".join(str(message).split())[:300]
+            raise ServerError(f"{method} {self.base_url}{path} failed with HTTP {response.status_code}: {summary}")
         return response.json()
 
     def _complete_all(self, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

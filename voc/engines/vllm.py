@@ -221,6 +221,11 @@ class VLLMEngine(Engine):
         self.stats.prompt_tokens += sum(len(c) for c in contexts)
         return results
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the cached prefixes (for benchmarks that measure each strategy's own reuse)."""
+        if self.llm is not None:
+            self.llm.reset_prefix_cache()
+
     def close(self) -> None:
         """Stop vLLM's engine-core and worker processes, so that the calling process can exit."""
         llm, self.llm = getattr(self, "llm", None), None
@@ -228,7 +233,7 @@ class VLLMEngine(Engine):
             return
         try:
             llm.llm_engine.engine_core.shutdown()
-        except Exception as error:  # noqa: BLE001 - closing must not raise on a half-dead engine
+        except Exception as error:  # closing must not raise on a half-dead engine
             log.warning("vllm engine shutdown failed: %s", error)
         del llm
         gc.collect()
