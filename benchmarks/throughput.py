@@ -126,12 +126,25 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this process and its live children (vLLM's engine core)."""
+    total = 0.0
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def measure(system: str, strategy: str, n: int, run: Callable[[], Outcome]) -> Row:
     gc.collect()
+    cpu_start = cpu_seconds()
     start = time.perf_counter()
     with PeakMemory() as memory:
         outcome = run()
     seconds = time.perf_counter() - start
+    outcome.extra["cpu_seconds"] = cpu_seconds() - cpu_start
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     row = Row(
         system,
@@ -146,7 +159,9 @@ def measure(system: str, strategy: str, n: int, run: Callable[[], Outcome]) -> R
         outcome.extra,
     )
     print(
-        f"  {system:9s} {strategy:7s} {n:4d} q  {seconds:8.1f} s  {row.questions_per_s:7.3f} q/s  acc {fmt_acc(row.accuracy)}", flush=True
+        f"  {system:9s} {strategy:7s} {n:4d} q  {seconds:8.1f} s  {row.questions_per_s:7.3f} q/s  acc {fmt_acc(row.accuracy)}  "
+        f"cpu {outcome.extra['cpu_seconds']:.1f} s",
+        flush=True,
     )
     return row
 
@@ -456,6 +471,14 @@ def target(name: str, value: float | None, goal: str, met: bool | None, detail: 
     return {"target": name, "value": value, "goal": goal, "met": met, "detail": detail}
 
 
+def cpu_ratio(slow: Row, fast: Row) -> str:
+    """CPU seconds per question of `slow` over `fast` (steadier than wall time on a busy machine)."""
+    a, b = slow.extra.get("cpu_seconds"), fast.extra.get("cpu_seconds")
+    if not a or not b:
+        return ""
+    return f"; CPU-time ratio {(a / slow.questions) / (b / fast.questions):.2f}"
+
+
 def targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
     out = []
     hf_direct, lm = find(rows, "hf", "direct"), find(rows, "lm-eval", "direct")
@@ -468,7 +491,7 @@ def targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 ratio,
                 ">= 3",
                 ratio >= 3,
-                f"{hf_direct.questions_per_s:.3f} vs {lm.questions_per_s:.3f} q/s",
+                f"{hf_direct.questions_per_s:.3f} vs {lm.questions_per_s:.3f} q/s" + cpu_ratio(lm, hf_direct),
             )
         )
         out.append(
@@ -489,14 +512,20 @@ def targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 ratio,
                 ">= 4",
                 ratio >= 4,
-                f"{hf_voc.questions_per_s:.3f} vs {naive_voc.questions_per_s:.3f} q/s",
+                f"{hf_voc.questions_per_s:.3f} vs {naive_voc.questions_per_s:.3f} q/s" + cpu_ratio(naive_voc, hf_voc),
             )
         )
     v_voc, v_cot = find(rows, "vllm", "voc"), find(rows, "vllm", "cot")
     if v_voc and v_cot:
         ratio = v_voc.seconds / v_cot.seconds
         out.append(
-            target("vllm: voc wall time over cot wall time", ratio, "<= 2", ratio <= 2, f"{v_voc.seconds:.1f} vs {v_cot.seconds:.1f} s")
+            target(
+                "vllm: voc wall time over cot wall time",
+                ratio,
+                "<= 2",
+                ratio <= 2,
+                f"{v_voc.seconds:.1f} vs {v_cot.seconds:.1f} s" + cpu_ratio(v_voc, v_cot),
+            )
         )
     if v_voc and v_voc.extra.get("prefix_cache_hit_share") is not None:
         share = v_voc.extra["prefix_cache_hit_share"]
@@ -510,7 +539,7 @@ def targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 overhead,
                 "<= 0.05",
                 overhead <= 0.05,
-                f"{v_voc.seconds:.2f} vs {raw_voc.seconds:.2f} s",
+                f"{v_voc.seconds:.2f} vs {raw_voc.seconds:.2f} s" + cpu_ratio(v_voc, raw_voc),
             )
         )
     return out
@@ -584,13 +613,14 @@ def fmt_acc(value: float | None) -> str:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| system | strategy | questions | seconds | questions/s | tokens/s | peak RSS (MiB) | CUDA peak (MiB) | accuracy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | strategy | questions | seconds | CPU seconds | questions/s | tokens/s | peak RSS (MiB) | CUDA peak (MiB) | accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         cuda = "-" if r["cuda_peak_mib"] is None else f"{r['cuda_peak_mib']:.0f}"
         lines.append(
-            f"| {r['system']} | {r['strategy']} | {r['questions']} | {r['seconds']:.1f} | {r['questions_per_s']:.3f} | "
+            f"| {r['system']} | {r['strategy']} | {r['questions']} | {r['seconds']:.1f} | {r['extra'].get('cpu_seconds', 0):.1f} | "
+            f"{r['questions_per_s']:.3f} | "
             f"{r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {cuda} | {fmt_acc(r['accuracy'])} |"
         )
     lines += ["", "| target | goal | measured | met | detail |", "|---|---|---:|---|---|"]

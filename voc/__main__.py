@@ -1,3 +1,6 @@
+"""`python -m voc`: the same as the `voc` command."""
+
 from voc.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +90,10 @@ def command_line() -> list[str] | None:
     return None
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from voc.bench.records import RecordsWriteError
     from voc.bench.runner import run_bench
@@ -96,6 +101,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config.check()
     out = config.out_dir()
+    try:  # `kill PID` ends the run like Ctrl-C, so that run.json says so
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         outcome = run_bench(config, progress=not args.no_progress, command=command_line())
     except RecordsWriteError as error:
@@ -104,6 +113,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"voc: interrupted; finished results are kept in {out}; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if outcome.dropped_torn_line:
         print(f"voc: dropped a torn last line of {out}/records.jsonl left by an interrupted run; it was recomputed", file=sys.stderr)
     print(

