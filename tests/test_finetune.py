@@ -315,6 +315,10 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
 
     assert main([str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    from voc.cli import main as voc_main  # the same command as `voc finetune`
+
+    assert voc_main(["finetune", str(tmp_path / "missing.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(minimal(output_dir=str(tmp_path / "out"))))
     assert main([str(config), "--stage", "4"]) == 1
