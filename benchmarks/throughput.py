@@ -174,12 +174,17 @@ def run_strategy(engine: Engine, name: str, params: SamplingParams, questions: S
     """Run a strategy on all questions in one call, or (the naive way) one question at a time."""
     strategy = make_strategy(name, params=params)
     before = (engine.stats.prompt_tokens, engine.stats.completion_tokens)
+    extra_before = dict(engine.stats.extra)
     answers = [strategy.run([q], engine)[0] for q in questions] if per_question else strategy.run(questions, engine)
+    extra: dict[str, Any] = {"round_seconds": dict(strategy.round_seconds)}
+    for key in ("prompt_tokens_run", "prefix_tokens_reused"):  # the hf engine: prompt tokens actually computed / reused
+        if key in engine.stats.extra:
+            extra[key] = engine.stats.extra[key] - extra_before.get(key, 0)
     return Outcome(
         accuracy(answers, questions),
         engine.stats.prompt_tokens - before[0],
         engine.stats.completion_tokens - before[1],
-        {"round_seconds": dict(strategy.round_seconds)},
+        extra,
     )
 
 
@@ -359,6 +364,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def warm_up(engine: Engine, args: argparse.Namespace, params: SamplingParams, questions: list[Question]) -> None:
+    """Untimed runs first. On GPU (`--warmup full`) every strategy once on all questions, so that lazily loaded
+    kernels and first-seen shapes (several seconds on an H100) are not billed to whichever system runs first;
+    on CPU (`light`) a short direct and voc run."""
+    if args.warmup == "full":
+        for name in args.strategies:
+            run_strategy(engine, name, params, questions, per_question=False)
+    else:
+        run_strategy(engine, "direct", params, questions[:2], per_question=False)
+        run_strategy(engine, "voc", params.model_copy(update={"max_tokens": 4}), questions[:1], per_question=False)
+
+
 def run_transformers(
     args: argparse.Namespace, model: str, questions: list[Question], params: SamplingParams, rows: list[Row], skipped: dict[str, str]
 ) -> None:
@@ -368,7 +385,7 @@ def run_transformers(
     hf = HFEngine(
         model, device=args.device, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, max_model_len=args.max_model_len
     )
-    run_strategy(hf, "direct", params, questions[:2], per_question=False)  # warm-up
+    warm_up(hf, args, params, questions)
     if "lm-eval" in systems:
         try:
             with tempfile.TemporaryDirectory() as tmp:
@@ -400,8 +417,7 @@ def run_vllm(
         print(f"  vllm skipped: {reason}")
     else:
         try:
-            run_strategy(engine, "direct", params, questions[:2], per_question=False)  # warm-up: scoring
-            run_strategy(engine, "voc", params, questions[:1], per_question=False)  # and generation with stop strings
+            warm_up(engine, args, params, questions)
             for name in args.strategies:
                 reset_prefix_cache(engine)  # every strategy starts from a cold cache
                 hits0, queries0 = prefix_counts(engine)
@@ -665,6 +681,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-dataset", default="medqa", help="dataset of the memory check (needs >= 1000 questions; default medqa)")
     parser.add_argument("--memory-model", default=None, help="model of the memory check (default: --model)")
     parser.add_argument("--quick", action="store_true", help="GPU preset, about 5 min: n=200, max-tokens 128, naive n=10, batch 128")
+    parser.add_argument(
+        "--warmup", choices=["full", "light"], default=None, help="untimed warm-up: full (default on GPU) or light (default on CPU)"
+    )
     parser.add_argument("--out", default="benchmarks/throughput.json", help="where to write the JSON report")
     args = parser.parse_args(argv)
     if args.quick:
@@ -679,6 +698,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.batch_size = 128
     if args.n < 1:
         parser.error("--n must be at least 1")
+    if args.warmup is None:
+        on_gpu = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
+        args.warmup = "full" if on_gpu else "light"
     return args
 
 

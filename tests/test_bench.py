@@ -424,6 +424,17 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path: Path, capsys: pyt
         assert not (tmp_path / "run").exists()
 
 
+def test_malformed_rows_stop_the_run_unless_skipping_is_asked_for(
+    tmp_path: Path, tiny_model_dir: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--model", str(tiny_model_dir), "--dataset", "medmcqa", "--strategy", "direct", "--limit", "3", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "strict")]) == 2  # MedMCQA ships 14 rows with duplicate options
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "medmcqa/test.jsonl line 108" in err and "--skip-invalid" in err
+    assert main([*argv, "--out", str(tmp_path / "lenient"), "--skip-invalid"]) == 0
+    assert len(lines_of(tmp_path / "lenient")) == 3
+
+
 def test_report_puts_runs_side_by_side(base_run: Path, run_copy: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     page = compare_runs([base_run, run_copy])
     assert "run 1" in page and "run 2" in page

@@ -49,6 +49,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="reuse an --out folder of another configuration: its old records are moved aside, the run starts afresh",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument(
+        "--skip-invalid", action="store_true", help="skip malformed dataset rows (counted and reported) instead of stopping at the first"
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -75,6 +78,7 @@ def config_from_args(args: argparse.Namespace):
         force=args.force,
         final_rule=args.final_rule,
         templates=args.templates,
+        skip_invalid=args.skip_invalid,
     )
 
 

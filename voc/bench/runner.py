@@ -67,6 +67,7 @@ class BenchConfig(BaseModel):
     force: bool = False
     final_rule: str = "combined"
     templates: str | None = None
+    skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
     @field_validator("datasets", "strategies")
     @classmethod
@@ -108,7 +109,10 @@ def plan_questions(config: BenchConfig) -> dict[str, list[Question]]:
     plan: dict[str, list[Question]] = {}
     for name in config.datasets:
         path = Path(config.data_root) / name if config.data_root else None
-        questions = list(load_dataset(name, path))
+        loaded = load_dataset(name, path, skip_invalid=config.skip_invalid)
+        if loaded.report.skipped:
+            log.warning("%s: %s", name, loaded.report.summary())
+        questions = list(loaded)
         if config.limit is not None:
             questions = stratified_sample(questions, config.limit, config.seed)
         plan[name] = questions

@@ -20,7 +20,7 @@ from voc.types import Question
 
 logger = logging.getLogger("voc.datasets")
 
-SKIP_HINT = "fix the row or pass skip_invalid=True"
+SKIP_HINT = "fix the row or pass skip_invalid=True (voc bench: --skip-invalid)"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

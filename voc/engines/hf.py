@@ -150,6 +150,7 @@ class HFEngine(Engine):
             eos = self.tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.stats.extra.update(prefix_tokens_reused=0, prompt_tokens_run=0)
+        self._pieces: dict[int, str] = {}  # token id -> its text alone (for the stop-string pre-check)
 
     # -- text and tokens -------------------------------------------------------------------
     def render(self, prompt: ChatPrompt) -> str:
@@ -312,6 +313,14 @@ class HFEngine(Engine):
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
     def _stopped(self, tokens: list[int], stop: Sequence[str], window: int) -> bool:
+        """Whether the last token completed a stop string (only the last `window` tokens are decoded)."""
+        last = {s[-1] for s in stop}
+        if not any(c.isspace() for c in last):  # cheap pre-check: the new token must hold a stop string's last character
+            piece = self._pieces.get(tokens[-1])
+            if piece is None:
+                piece = self._pieces[tokens[-1]] = self.tokenizer.decode(tokens[-1:], skip_special_tokens=True)
+            if "\ufffd" not in piece and not any(c in piece for c in last):
+                return False
         tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
         return any(s in tail for s in stop)
 
