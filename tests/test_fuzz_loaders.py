@@ -162,7 +162,7 @@ def test_missing_field_message(tmp_path: Path) -> None:
     with pytest.raises(
         DataError,
         match=r"^\S+/test.jsonl line 2: missing field 'options'; fix the row or pass "
-        r"skip_invalid=True$",
+        r"skip_invalid=True \(voc bench: --skip-invalid\)$",
     ):
         load_medqa(path)
 
