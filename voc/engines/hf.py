@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores, cut_at_stop, render_chat
+from voc.engines.base import ChatPrompt, Generation, SamplingParams, Scores, TokenizerEngine
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def group_by_prefix(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SH
     return groups
 
 
-class HFEngine(Engine):
+class HFEngine(TokenizerEngine):
     """Batched generation and scoring with a transformers causal LM."""
 
     name = "hf"
@@ -144,31 +144,12 @@ class HFEngine(Engine):
         ).to(self.device)
         self.model.eval()
         self.max_model_len = max_model_len or int(getattr(self.model.config, "max_position_embeddings", 2048))
-        self._chat = bool(getattr(self.tokenizer, "chat_template", None))
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.eos_ids = frozenset(eos if isinstance(eos, list) else [eos]) - {None}
         self.stats.extra.update(prefix_tokens_reused=0, prompt_tokens_run=0)
         self._pieces: dict[int, str] = {}  # token id -> its text alone (for the stop-string pre-check)
-
-    # -- text and tokens -------------------------------------------------------------------
-    def render(self, prompt: ChatPrompt) -> str:
-        return render_chat(self.tokenizer, prompt)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a rendered prompt (the chat template already holds the special tokens)."""
-        return self.tokenizer(text, add_special_tokens=not self._chat)["input_ids"]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def _check_length(self, n_tokens: int, room: int) -> None:
-        if n_tokens + room > self.max_model_len:
-            raise PromptTooLongError(
-                f"prompt of {n_tokens} tokens + {room} new tokens exceeds the model's {self.max_model_len}-token window; "
-                "shorten the input or lower max_tokens"
-            )
 
     # -- batching --------------------------------------------------------------------------
     def _groups(self, sequences: Sequence[Sequence[int]]) -> list[PrefixGroup]:
@@ -346,7 +327,7 @@ class HFEngine(Engine):
                 if not running[r]:
                     continue
                 outputs[r].append(token)
-                if token in self._eos_ids or (params.stop and self._stopped(outputs[r], params.stop, window)):
+                if token in self.eos_ids or (params.stop and self._stopped(outputs[r], params.stop, window)):
                     running[r] = False
             alive = [k for k, r in enumerate(live) if running[r]]
             if not alive or step == params.max_tokens - 1:
@@ -363,9 +344,7 @@ class HFEngine(Engine):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
-        encoded = [self.encode(self.render(p)) for p in prompts]
-        for ids in encoded:
-            self._check_length(len(ids), params.max_tokens)
+        encoded = self.encode_prompts(prompts, params.max_tokens)
         results: list[Generation | None] = [None] * len(prompts)
         generator = None
         if params.temperature > 0:
@@ -380,14 +359,11 @@ class HFEngine(Engine):
                 new_tokens = self._decode(logits, cache, mask, positions, params, generator)
                 del cache
                 for index, new in zip(rows, new_tokens, strict=True):
-                    n_new = next((k + 1 for k, t in enumerate(new) if t in self._eos_ids), len(new))
-                    text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
-                    results[index] = Generation(cut_at_stop(text, params.stop), len(encoded[index]), n_new)
+                    results[index] = self.make_generation(new, len(encoded[index]), params.stop)
                 bar.update(len(rows))
-        self.stats.generate_calls += 1
-        self.stats.prompt_tokens += sum(len(e) for e in encoded)
-        self.stats.completion_tokens += sum(g.completion_tokens for g in results if g)
-        return [g for g in results if g is not None]
+        done = [g for g in results if g is not None]
+        self.count_generate(encoded, done)
+        return done
 
     # -- scoring -------------------------------------------------------------------------
     def _select_cache(self, cache: Any, rows: torch.Tensor) -> Any:
@@ -398,14 +374,7 @@ class HFEngine(Engine):
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
-        if len(prompts) != len(candidates):
-            raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists; give one list per prompt")
-        contexts = [self.encode(self.render(p)) for p in prompts]
-        cand_ids = [[self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands] for cands in candidates]
-        for ctx, cands in zip(contexts, cand_ids, strict=True):
-            self._check_length(len(ctx), max((len(c) for c in cands), default=0))
-            if any(not c for c in cands):
-                raise ValueError("a candidate continuation is empty; every candidate needs at least one token")
+        contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
         results: list[list[float]] = [[0.0] * len(c) for c in candidates]
         room = max((len(c) for cands in cand_ids for c in cands), default=1)
         with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
@@ -418,8 +387,7 @@ class HFEngine(Engine):
                 self._score_continuations(rows, cand_ids, results, cache, mask, positions)
                 del cache
                 bar.update(len(rows))
-        self.stats.score_calls += 1
-        self.stats.prompt_tokens += sum(len(c) for c in contexts)
+        self.count_score(contexts)
         return [Scores(lp, len(ctx)) for lp, ctx in zip(results, contexts, strict=True)]
 
     def _score_continuations(

@@ -26,7 +26,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores, cut_at_stop, render_chat
+from voc.engines.base import (
+    ChatPrompt,
+    Generation,
+    SamplingParams,
+    Scores,
+    TokenizerEngine,
+    cut_at_stop,
+    next_token_requests,
+    sum_token_logprobs,
+)
 from voc.models import ModelNotFoundError, resolve_model
 
 log = logging.getLogger(__name__)
@@ -46,7 +55,7 @@ def api_root(base_url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
-class OpenAIEngine(Engine):
+class OpenAIEngine(TokenizerEngine):
     """Generation and exact label scoring against an OpenAI-compatible `vllm serve` server.
 
     `model`: the served model name (None = the first model the server lists).
@@ -100,7 +109,8 @@ class OpenAIEngine(Engine):
                 f"could not load the tokenizer of {source!r} ({str(error).splitlines()[0]}); "
                 "pass tokenizer= a local folder or hub id of the served model"
             ) from error
-        self._chat = bool(getattr(self.tokenizer, "chat_template", None))
+        eos = self.tokenizer.eos_token_id
+        self.eos_ids = frozenset({eos} if eos is not None else set())
         reported = served[model].get("max_model_len")
         self.max_model_len = int(max_model_len or reported or getattr(self.tokenizer, "model_max_length", 2048) or 2048)
         self.stats.extra.update(prefix_cache_queries=0, prefix_cache_hits=0)
@@ -140,28 +150,9 @@ class OpenAIEngine(Engine):
             self.stats.extra["prefix_cache_hits"] += int(details.get("cached_tokens") or 0)
         return results
 
-    # -- text and tokens -------------------------------------------------------------------------
-    def render(self, prompt: ChatPrompt) -> str:
-        return render_chat(self.tokenizer, prompt)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=not self._chat)["input_ids"]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def _check_length(self, n_tokens: int, room: int) -> None:
-        if n_tokens + room > self.max_model_len:
-            raise PromptTooLongError(
-                f"prompt of {n_tokens} tokens + {room} new tokens exceeds the model's {self.max_model_len}-token window; "
-                "shorten the input or lower max_tokens"
-            )
-
     # -- the two operations ----------------------------------------------------------------------
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
-        encoded = [self.encode(self.render(p)) for p in prompts]
-        for ids in encoded:
-            self._check_length(len(ids), params.max_tokens)
+        encoded = self.encode_prompts(prompts, params.max_tokens)
         sampled = params.temperature > 0
         bodies = []
         for i, ids in enumerate(encoded):
@@ -177,40 +168,23 @@ class OpenAIEngine(Engine):
             if params.seed is not None:
                 body["seed"] = params.seed + i if sampled else params.seed  # as the offline vLLM engine does
             bodies.append(body)
-        eos = self.tokenizer.eos_token_id
         results = []
         for ids, response in zip(encoded, self._complete_all(bodies), strict=True):
             choice = response["choices"][0]
             token_ids = choice.get("token_ids")
             if token_ids is not None:  # decode locally, so that equal tokens give the same text as the other engines
-                n_new = next((k + 1 for k, t in enumerate(token_ids) if t == eos), len(token_ids))
-                text = self.tokenizer.decode(token_ids[:n_new], skip_special_tokens=True)
+                results.append(self.make_generation(token_ids, len(ids), params.stop))
             else:
                 text = choice.get("text") or ""
                 n_new = int((response.get("usage") or {}).get("completion_tokens") or self.count_tokens(text))
-            results.append(Generation(cut_at_stop(text, params.stop), len(ids), n_new))
-        self.stats.generate_calls += 1
-        self.stats.prompt_tokens += sum(len(e) for e in encoded)
-        self.stats.completion_tokens += sum(g.completion_tokens for g in results)
+                results.append(Generation(cut_at_stop(text, params.stop), len(ids), n_new))
+        self.count_generate(encoded, results)
         return results
 
     def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
-        if len(prompts) != len(candidates):
-            raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists; give one list per prompt")
-        contexts = [self.encode(self.render(p)) for p in prompts]
-        cand_ids = [[self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands] for cands in candidates]
-        for ctx, cands in zip(contexts, cand_ids, strict=True):
-            self._check_length(len(ctx), max((len(c) for c in cands), default=0))
-            if any(not c for c in cands):
-                raise ValueError("a candidate continuation is empty; every candidate needs at least one token")
-        requests: dict[tuple[int, tuple[int, ...]], set[int]] = {}
-        for i, cands in enumerate(cand_ids):
-            for cand in cands:
-                for k, token in enumerate(cand):
-                    requests.setdefault((i, tuple(cand[:k])), set()).add(token)
+        contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
         keys, bodies = [], []
-        for (i, prefix), wanted in requests.items():
-            ordered = sorted(wanted)
+        for (i, prefix), ordered in next_token_requests(cand_ids).items():
             for start in range(0, len(ordered), MAX_IDS_PER_REQUEST):
                 keys.append((i, prefix, ordered[start : start + MAX_IDS_PER_REQUEST]))
                 bodies.append({
@@ -233,13 +207,8 @@ class OpenAIEngine(Engine):
                 )
             for token in wanted:
                 logprob[(i, prefix, token)] = got[token]
-        results = [
-            Scores([sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands], len(contexts[i]))
-            for i, cands in enumerate(cand_ids)
-        ]
-        self.stats.score_calls += 1
-        self.stats.prompt_tokens += sum(len(c) for c in contexts)
-        return results
+        self.count_score(contexts)
+        return sum_token_logprobs(cand_ids, contexts, logprob)
 
     def close(self) -> None:
         self._client.close()

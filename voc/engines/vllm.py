@@ -38,7 +38,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores, cut_at_stop, render_chat
+from voc.engines.base import ChatPrompt, Generation, SamplingParams, Scores, TokenizerEngine, next_token_requests, sum_token_logprobs
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(TokenizerEngine):
     """Batched, prefix-cached generation and exact label scoring with the offline `vllm.LLM`.
 
     `model`: None (embedded default), a local HF folder, a `.gguf` file (converted once) or a hub id.
@@ -105,7 +105,6 @@ class VLLMEngine(Engine):
         self._vllm = vllm
         trust = bool(engine_args.get("trust_remote_code", False))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust)
-        self._chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.llm: Any = vllm.LLM(
             model=self.model_path,
             dtype=dtype,
@@ -119,26 +118,8 @@ class VLLMEngine(Engine):
         )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         eos = self.tokenizer.eos_token_id
-        self._eos_ids = {eos} if eos is not None else set()
+        self.eos_ids = frozenset({eos} if eos is not None else set())
         self.stats.extra.update(prefix_cache_queries=0, prefix_cache_hits=0, prefix_cache_hit_rate=0.0)
-
-    # -- text and tokens -------------------------------------------------------------------
-    def render(self, prompt: ChatPrompt) -> str:
-        return render_chat(self.tokenizer, prompt)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a rendered prompt, exactly as the transformers engine makes them."""
-        return self.tokenizer(text, add_special_tokens=not self._chat)["input_ids"]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def _check_length(self, n_tokens: int, room: int) -> None:
-        if n_tokens + room > self.max_model_len:
-            raise PromptTooLongError(
-                f"prompt of {n_tokens} tokens + {room} new tokens exceeds the model's {self.max_model_len}-token window; "
-                "shorten the input or lower max_tokens"
-            )
 
     def _run(self, token_ids: Sequence[list[int]], params: Any, desc: str | None) -> list[Any]:
         """One `LLM.generate` call over token-id prompts; updates the prefix-cache counters."""
@@ -157,9 +138,7 @@ class VLLMEngine(Engine):
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
         if not prompts:
             return []
-        encoded = [self.encode(self.render(p)) for p in prompts]
-        for ids in encoded:
-            self._check_length(len(ids), params.max_tokens)
+        encoded = self.encode_prompts(prompts, params.max_tokens)
         common = {
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -172,37 +151,16 @@ class VLLMEngine(Engine):
         else:
             sampling = self._vllm.SamplingParams(**common, seed=params.seed)
         outputs = self._run(encoded, sampling, desc)
-        results = []
-        for ids, out in zip(encoded, outputs, strict=True):
-            new = list(out.outputs[0].token_ids)
-            n_new = next((k + 1 for k, t in enumerate(new) if t in self._eos_ids), len(new))
-            # Decode with the HF tokenizer (as the transformers engine does) so equal tokens give equal text.
-            text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
-            results.append(Generation(cut_at_stop(text, params.stop), len(ids), n_new))
-        self.stats.generate_calls += 1
-        self.stats.prompt_tokens += sum(len(e) for e in encoded)
-        self.stats.completion_tokens += sum(g.completion_tokens for g in results)
+        results = [self.make_generation(out.outputs[0].token_ids, len(ids), params.stop) for ids, out in zip(encoded, outputs, strict=True)]
+        self.count_generate(encoded, results)
         return results
 
     def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
-        if len(prompts) != len(candidates):
-            raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists; give one list per prompt")
-        contexts = [self.encode(self.render(p)) for p in prompts]
-        cand_ids = [[self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands] for cands in candidates]
-        for ctx, cands in zip(contexts, cand_ids, strict=True):
-            self._check_length(len(ctx), max((len(c) for c in cands), default=0))
-            if any(not c for c in cands):
-                raise ValueError("a candidate continuation is empty; every candidate needs at least one token")
+        contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
 
         # One request per distinct (prompt, candidate prefix); it asks for every token that follows that prefix.
-        requests: dict[tuple[int, tuple[int, ...]], set[int]] = {}
-        for i, cands in enumerate(cand_ids):
-            for cand in cands:
-                for k, token in enumerate(cand):
-                    requests.setdefault((i, tuple(cand[:k])), set()).add(token)
         keys, token_ids, sampling = [], [], []
-        for (i, prefix), wanted in requests.items():
-            wanted_list = sorted(wanted)
+        for (i, prefix), wanted_list in next_token_requests(cand_ids).items():
             for start in range(0, len(wanted_list), MAX_IDS_PER_REQUEST):
                 chunk = wanted_list[start : start + MAX_IDS_PER_REQUEST]
                 keys.append((i, prefix))
@@ -214,12 +172,8 @@ class VLLMEngine(Engine):
         for (i, prefix), out in zip(keys, outputs, strict=True):
             for token, entry in out.outputs[0].logprobs[0].items():  # the asked-for ids, plus the sampled token
                 logprob[(i, prefix, token)] = entry.logprob
-        results = []
-        for i, cands in enumerate(cand_ids):
-            results.append(Scores([sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands], len(contexts[i])))
-        self.stats.score_calls += 1
-        self.stats.prompt_tokens += sum(len(c) for c in contexts)
-        return results
+        self.count_score(contexts)
+        return sum_token_logprobs(cand_ids, contexts, logprob)
 
     def reset_prefix_cache(self) -> None:
         """Forget the cached prefixes (for benchmarks that measure each strategy's own reuse)."""
