@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ import torch  # noqa: E402
 from voc.datasets import load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores, cut_at_stop  # noqa: E402
 from voc.engines.hf import HFEngine  # noqa: E402
+from voc.engines.hf_attention import use_grouped_attention, use_stock_attention  # noqa: E402
 from voc.models import resolve_model  # noqa: E402
 from voc.strategies import make_strategy  # noqa: E402
 from voc.types import Answer, Question  # noqa: E402
@@ -211,7 +212,7 @@ class NaiveTransformers(Engine):
     @torch.inference_mode()
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
         results = []
-        eos = self.hf._eos_ids
+        eos = self.hf.eos_ids
         for prompt in prompts:
             context = self.hf.encode(self.render(prompt))
             ids = torch.tensor([context], device=self.hf.device)
@@ -376,6 +377,19 @@ def warm_up(engine: Engine, args: argparse.Namespace, params: SamplingParams, qu
         run_strategy(engine, "voc", params.model_copy(update={"max_tokens": 4}), questions[:1], per_question=False)
 
 
+@contextlib.contextmanager
+def baseline_attention(hf: HFEngine, args: argparse.Namespace) -> Iterator[None]:
+    """Baselines run on transformers' stock attention (what users get), unless --baseline-attention engine."""
+    stock = hf.grouped_attention and args.baseline_attention == "stock"
+    if stock:
+        use_stock_attention(hf.model)
+    try:
+        yield
+    finally:
+        if stock:
+            use_grouped_attention(hf.model)
+
+
 def run_transformers(
     args: argparse.Namespace, model: str, questions: list[Question], params: SamplingParams, rows: list[Row], skipped: dict[str, str]
 ) -> None:
@@ -390,7 +404,8 @@ def run_transformers(
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 timed = lm_eval_direct(hf, questions, args.lm_eval_batch_size, Path(tmp))
-                rows.append(measure("lm-eval", "direct", len(questions), timed))
+                with baseline_attention(hf, args):
+                    rows.append(measure("lm-eval", "direct", len(questions), timed))
         except Exception as error:
             skipped["lm-eval"] = f"{type(error).__name__}: {error}"
             print(f"  lm-eval skipped: {skipped['lm-eval']}")
@@ -399,9 +414,10 @@ def run_transformers(
             rows.append(measure("hf", name, len(questions), lambda n=name: run_strategy(hf, n, params, questions, False)))
         if "naive" in systems and name in args.naive_strategies:
             naive = NaiveTransformers(hf)
-            rows.append(
-                measure("naive", name, len(naive_questions), lambda n=name, e=naive: run_strategy(e, n, params, naive_questions, True))
-            )
+            with baseline_attention(hf, args):
+                rows.append(
+                    measure("naive", name, len(naive_questions), lambda n=name, e=naive: run_strategy(e, n, params, naive_questions, True))
+                )
 
     hf.close()
 
@@ -675,6 +691,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="rows per batch of the hf engine (--quick: 128)")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per batch of the hf engine")
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--baseline-attention",
+        choices=["stock", "engine"],
+        default="stock",
+        help="attention of the naive loop and lm-eval: transformers' stock SDPA (default, what users get) or the engine's",
+    )
     parser.add_argument("--max-model-len", type=int, default=None, help="context window for hf and vLLM (default: the model's)")
     parser.add_argument("--vllm-gpu-memory", type=float, default=0.85, help="vLLM gpu_memory_utilization")
     parser.add_argument("--memory", action="store_true", help="also compare peak RSS of 1000- vs 100-question `voc bench` runs")

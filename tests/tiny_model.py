@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_llama(folder: Path, seed: int = 0) -> Path:
-    """Hidden size 128, 2 layers, head_dim 64 (vLLM's CPU attention needs 64), bf16 weights."""
+def build_tiny_llama(folder: Path, seed: int = 0, heads: int = 2, kv_heads: int = 2) -> Path:
+    """Hidden size 128, 2 layers, head_dim 64 (vLLM's CPU attention needs 64), bf16 weights.
+
+    `heads=4, kv_heads=2` gives a grouped-query model (2 query heads per key/value head), like SmolLM2 (9 and 3).
+    """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -20,8 +23,8 @@ def build_tiny_llama(folder: Path, seed: int = 0) -> Path:
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         head_dim=64,
         max_position_embeddings=4096,
         tie_word_embeddings=True,

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from voc.engines.base import ChatPrompt, Generation, SamplingParams, Scores, TokenizerEngine
+from voc.engines.hf_attention import ReservedKVCache, use_grouped_attention
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class HFEngine(TokenizerEngine):
             self.model_path, dtype=pick_dtype(dtype, self.device), trust_remote_code=trust_remote_code, **(model_kwargs or {})
         ).to(self.device)
         self.model.eval()
+        self.grouped_attention = use_grouped_attention(self.model)
         self.max_model_len = max_model_len or int(getattr(self.model.config, "max_position_embeddings", 2048))
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -198,24 +200,28 @@ class HFEngine(TokenizerEngine):
         return self.model(**kwargs)
 
     def _prefill(
-        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], need_cache: bool = True
+        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], room: int, need_cache: bool = True
     ) -> tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """Run the prompts of a batch of prefix groups: rows, next-token logits, KV cache, mask and next positions.
+        """Run the prompts of a batch of prefix groups; each group's prefix runs once.
 
-        On CPU, padding costs as much as real tokens, so each run of similar-length prompts is run on its
-        own and the caches are merged afterwards (left-padded to one width); on GPU the batch runs at once.
+        Returns the prompt index of each row, the next-token logits of each row [rows, vocab], the KV
+        cache (with `room` free positions per row), the attention mask over the cache and each row's next
+        position. On CPU, where padding costs as much as real tokens, each group's prefix runs on its own
+        and its members' suffixes in runs of similar length; the caches are merged afterwards (left-padded
+        to one width). On GPU all prefixes run as one padded batch, then all suffixes.
         """
-        if not self.pack_prefill:
-            return self._prefill_padded(batch, sequences)
-        parts = [self._prefill_padded([part], sequences) for g in batch for part in self._similar_lengths(g, sequences)]
+        if self.pack_prefill:
+            parts = [
+                part for g in batch for part in self._prefill_group_runs([g], list(self._similar_lengths(g, sequences)), sequences, room)
+            ]
+        else:
+            parts = self._prefill_group_runs(batch, batch, sequences, room)
         rows = [i for part in parts for i in part[0]]
         logits = torch.cat([part[1] for part in parts])
         if not need_cache:
             return rows, logits, None, torch.empty(0), torch.empty(0)
         if len(parts) == 1:
             return parts[0]
-        from transformers import DynamicCache
-
         width = max(part[3].shape[1] for part in parts)
         layers = []
         for layer in range(len(parts[0][2].layers)):
@@ -227,7 +233,7 @@ class HFEngine(TokenizerEngine):
             layers.append((torch.cat(keys), torch.cat(values)))
         mask = torch.cat([torch.nn.functional.pad(part[3], (width - part[3].shape[1], 0)) for part in parts])
         positions = torch.cat([part[4] for part in parts])
-        return rows, logits, DynamicCache(layers), mask, positions
+        return rows, logits, ReservedKVCache(room, layers), mask, positions
 
     @staticmethod
     def _similar_lengths(group: PrefixGroup, sequences: Sequence[Sequence[int]]) -> Iterator[PrefixGroup]:
@@ -244,28 +250,39 @@ class HFEngine(TokenizerEngine):
         if run:
             yield PrefixGroup(group.prefix, run)
 
-    def _prefill_padded(
-        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]]
-    ) -> tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """Run the prompts of a batch of prefix groups as one padded batch; each prefix runs once.
+    def _prefill_group_runs(
+        self, groups: Sequence[PrefixGroup], runs: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], room: int
+    ) -> list[tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]]:
+        """Run the prefixes of `groups` as one padded batch, then each run of their members' suffixes on top.
 
-        Returns the prompt indices (one per row), the next-token logits of each row [rows, vocab],
-        the KV cache, the attention mask over the cache and the next position of each row.
+        `runs` split the groups' members; each run is one padded batch of suffixes over copies of its
+        members' prefix caches. Returns one part (rows, logits, cache, mask, next positions) per run.
         """
-        prefixes = [g.prefix for g in batch]
-        ids, mask, positions = self._pad(prefixes)
-        out = self._forward(ids, mask, positions, None, last_only=True)
+        suffix_width = max(len(sequences[i]) - len(g.prefix) for g in groups for i in g.members)
+        ids, mask, positions = self._pad([g.prefix for g in groups])
+        out = self._forward(ids, mask, positions, ReservedKVCache(room + suffix_width), last_only=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
-        rows = [i for g in batch for i in g.members]
-        run = sum(len(p) for p in prefixes)
-        if all(len(g.members) == 1 and len(sequences[g.members[0]]) == len(g.prefix) for g in batch):
-            self.stats.extra["prompt_tokens_run"] += run
-            return rows, logits, cache, mask, mask.sum(-1)
-        # Copy each group's prefix cache to its members, then run every member's own suffix on top.
-        owner = torch.tensor([k for k, g in enumerate(batch) for _ in g.members], device=self.device)
-        cache.batch_select_indices(owner)
-        prefix_mask = mask[owner]
-        suffixes = [list(sequences[i][len(g.prefix) :]) for g in batch for i in g.members]
+        self.stats.extra["prompt_tokens_run"] += sum(len(g.prefix) for g in groups)
+        if all(len(g.members) == 1 and len(sequences[g.members[0]]) == len(g.prefix) for g in groups):
+            return [([g.members[0] for g in groups], logits, cache, mask, mask.sum(-1))]
+        self.stats.extra["prefix_tokens_reused"] += sum(len(g.prefix) * (len(g.members) - 1) for g in groups)
+        group_of = {i: k for k, g in enumerate(groups) for i in g.members}
+        parts = []
+        for run in runs:
+            owner = torch.tensor([group_of[i] for i in run.members], device=self.device)
+            if len(runs) == 1:
+                cache.batch_select_indices(owner)  # the only run: copy each prefix cache to its members in place
+                run_cache = cache
+            else:
+                run_cache = cache.selected(owner)
+            suffixes = [list(sequences[i][len(groups[group_of[i]].prefix) :]) for i in run.members]
+            parts.append((list(run.members), *self._run_suffixes(suffixes, run_cache, mask[owner], logits[owner])))
+        return parts
+
+    def _run_suffixes(
+        self, suffixes: Sequence[list[int]], cache: Any, prefix_mask: torch.Tensor, prefix_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run each row's own suffix on top of its prefix cache: logits, cache, mask and next positions."""
         width = max(len(s) for s in suffixes)
         pad = self.tokenizer.pad_token_id
         suffix_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=self.device)
@@ -275,11 +292,9 @@ class HFEngine(TokenizerEngine):
         full_mask = torch.cat([prefix_mask, suffix_mask], dim=-1)
         out = self._forward(suffix_ids, full_mask, suffix_positions, cache, last_only=True)
         has_suffix = torch.tensor([len(s) > 0 for s in suffixes], device=self.device)
-        logits = torch.where(has_suffix[:, None], out.logits[:, -1], logits[owner])
-        run += sum(len(s) for s in suffixes)
-        self.stats.extra["prompt_tokens_run"] += run
-        self.stats.extra["prefix_tokens_reused"] += sum(len(g.prefix) * (len(g.members) - 1) for g in batch)
-        return rows, logits, out.past_key_values, full_mask, full_mask.sum(-1)
+        logits = torch.where(has_suffix[:, None], out.logits[:, -1], prefix_logits)
+        self.stats.extra["prompt_tokens_run"] += sum(len(s) for s in suffixes)
+        return logits, out.past_key_values, full_mask, full_mask.sum(-1)
 
     # -- generation ----------------------------------------------------------------------
     def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
@@ -355,7 +370,7 @@ class HFEngine(TokenizerEngine):
                 generator.seed()
         with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
             for batch in self._batches(encoded, room=params.max_tokens):
-                rows, logits, cache, mask, positions = self._prefill(batch, encoded)
+                rows, logits, cache, mask, positions = self._prefill(batch, encoded, params.max_tokens)
                 new_tokens = self._decode(logits, cache, mask, positions, params, generator)
                 del cache
                 for index, new in zip(rows, new_tokens, strict=True):
@@ -366,12 +381,6 @@ class HFEngine(TokenizerEngine):
         return done
 
     # -- scoring -------------------------------------------------------------------------
-    def _select_cache(self, cache: Any, rows: torch.Tensor) -> Any:
-        """A new cache holding the given rows of `cache` (the original is left as it is)."""
-        from transformers import DynamicCache
-
-        return DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in cache.layers])
-
     @torch.inference_mode()
     def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
         contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
@@ -380,7 +389,7 @@ class HFEngine(TokenizerEngine):
         with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
             for batch in self._batches(contexts, room=room):
                 multi = any(len(c) > 1 for g in batch for i in g.members for c in cand_ids[i])
-                rows, logits, cache, mask, positions = self._prefill(batch, contexts, need_cache=multi)
+                rows, logits, cache, mask, positions = self._prefill(batch, contexts, room, need_cache=multi)
                 first = torch.log_softmax(logits.float(), dim=-1)  # the next-token distribution after each prompt
                 for r, i in enumerate(rows):
                     results[i] = [first[r, c[0]].item() for c in cand_ids[i]]
@@ -416,7 +425,7 @@ class HFEngine(TokenizerEngine):
             ids = torch.tensor([list(c[:-1]) + [pad] * (steps - len(c) + 1) for c in cands], device=self.device)
             cand_mask = torch.tensor([[1] * (len(c) - 1) + [0] * (steps - len(c) + 1) for c in cands], device=self.device)
             pos = positions[owner][:, None] + torch.arange(steps, device=self.device)[None, :]
-            out = self._forward(ids, torch.cat([mask[owner], cand_mask], dim=-1), pos, self._select_cache(cache, owner), last_only=False)
+            out = self._forward(ids, torch.cat([mask[owner], cand_mask], dim=-1), pos, cache.selected(owner), last_only=False)
             logprobs = torch.log_softmax(out.logits.float(), dim=-1)
             for k, ((r, j), c) in enumerate(zip(chunk, cands, strict=True)):
                 targets = torch.tensor(c[1:], device=self.device)
