@@ -308,6 +308,8 @@ def start_vllm(model: str, args: argparse.Namespace) -> tuple[Engine | None, str
     options: dict[str, Any] = {"gpu_memory_utilization": args.vllm_gpu_memory}
     if args.max_model_len:
         options["max_model_len"] = args.max_model_len
+    if args.vllm_block_size:
+        options["block_size"] = args.vllm_block_size
     try:
         return VLLMEngine(model, **options), ""
     except Exception as error:
@@ -699,6 +701,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-model-len", type=int, default=None, help="context window for hf and vLLM (default: the model's)")
     parser.add_argument("--vllm-gpu-memory", type=float, default=0.85, help="vLLM gpu_memory_utilization")
+    parser.add_argument("--vllm-block-size", type=int, default=None, help="vLLM KV block size (default: the engine's)")
     parser.add_argument("--memory", action="store_true", help="also compare peak RSS of 1000- vs 100-question `voc bench` runs")
     parser.add_argument("--memory-dataset", default="medqa", help="dataset of the memory check (needs >= 1000 questions; default medqa)")
     parser.add_argument("--memory-model", default=None, help="model of the memory check (default: --model)")
