@@ -399,7 +399,12 @@ def run_transformers(
     systems = set(args.engines)
     naive_questions = questions[: args.naive_n] if args.naive_n else questions
     hf = HFEngine(
-        model, device=args.device, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, max_model_len=args.max_model_len
+        model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        max_model_len=args.max_model_len,
     )
     warm_up(hf, args, params, questions)
     if "lm-eval" in systems:
@@ -690,6 +695,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--naive-n", type=int, default=None, help="run the slow naive loop on only the first N questions of the sample")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--dtype", default=None, help="dtype of the model hf, naive and lm-eval share (default: float32 on CPU, bf16 on GPU)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="rows per batch of the hf engine (--quick: 128)")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per batch of the hf engine")
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
