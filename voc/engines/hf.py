@@ -8,10 +8,12 @@ How it stays fast without changing results:
 - Batching by length and by token budget: groups are sorted by length and packed into batches of at
   most `batch_size` rows and `max_batch_tokens` padded tokens (prompt + room for new tokens), so long
   prompts do not run out of memory and short ones batch widely. On CPU, where a padding token costs
-  as much as a real one, runs of similar-length prompts are prefilled separately and their caches
-  merged (left-padded) for decoding; on GPU a batch is prefilled at once.
+  as much as a real one, each group's prefix runs on its own and its members' suffixes in runs of
+  similar length; the caches are merged (left-padded) for decoding. On GPU a batch is prefilled at once.
 - Padding (left of the prefix, and between prefix and suffix) is masked out and every row gets
   explicit position ids, so batched results equal one-by-one results up to float rounding.
+- The KV cache is written in place into buffers with room for the new tokens, and grouped-query
+  models attend without copying keys/values per query head (`voc/engines/hf_attention.py`).
 - Generation is a plain greedy/sampling loop over the KV cache: only the last position's logits
   are computed, stop strings are checked on the last few decoded tokens, and finished rows are
   dropped from the batch.
