@@ -700,7 +700,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="rows per batch of the hf engine (--quick: 128)")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="padded tokens per batch of the hf engine")
-    parser.add_argument("--lm-eval-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--lm-eval-batch-size",
+        type=int,
+        default=None,
+        help="lm-eval batch size (default: 1 on CPU, lm-eval's own default and its fastest there; 16 on GPU)",
+    )
     parser.add_argument(
         "--baseline-attention",
         choices=["stock", "engine"],
@@ -731,9 +736,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.batch_size = 128
     if args.n < 1:
         parser.error("--n must be at least 1")
+    on_gpu = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
     if args.warmup is None:
-        on_gpu = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
         args.warmup = "full" if on_gpu else "light"
+    if args.lm_eval_batch_size is None:
+        args.lm_eval_batch_size = 16 if on_gpu else 1
     return args
 
 

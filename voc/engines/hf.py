@@ -39,6 +39,11 @@ from voc.models import resolve_model
 log = logging.getLogger(__name__)
 
 MIN_SHARED_PREFIX = 32  # prompts sharing fewer leading tokens are run separately
+# On CPU a padding token costs as much as a real one, and batching long prompts gains nothing (the
+# matrix products are already compute-bound), so a run of suffixes may waste at most this many padding
+# tokens per row, or 5% of its tokens if that is more: short suffixes (VoC's per-option parts) still
+# batch, long ones (whole direct prompts) run one by one.
+PAD_TOLERANCE_TOKENS = 8
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -238,13 +243,15 @@ class HFEngine(TokenizerEngine):
         return rows, logits, ReservedKVCache(room, layers), mask, positions
 
     @staticmethod
+    @staticmethod
     def _similar_lengths(group: PrefixGroup, sequences: Sequence[Sequence[int]]) -> Iterator[PrefixGroup]:
-        """Split a group's members (sorted by length) into runs whose suffixes pad by at most a quarter."""
+        """Split a group's members (sorted by length) into runs whose suffixes waste little padding."""
         run: list[int] = []
         total = 0
         for i in group.members:
             suffix = len(sequences[i]) - len(group.prefix)
-            if run and (len(run) + 1) * suffix > 1.25 * (total + suffix):
+            padded = (len(run) + 1) * suffix
+            if run and padded - (total + suffix) > max(PAD_TOLERANCE_TOKENS * (len(run) + 1), 0.05 * padded):
                 yield PrefixGroup(group.prefix, run)
                 run, total = [], 0
             run.append(i)
