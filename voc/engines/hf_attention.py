@@ -133,7 +133,15 @@ def grouped_query_attention(
     """
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
-    if attention_mask is None or heads == kv_heads or dropout or kwargs.get("position_bias") is not None or kwargs.get("s_aux") is not None:
+    special = dropout or kwargs.get("position_bias") is not None or kwargs.get("s_aux") is not None
+    # With several query positions the mask must be repeated per folded row; fold only while that copy is
+    # no larger than the key/value copies it avoids (decoding always folds; long padded prefills do not).
+    mask_too_big = (
+        attention_mask is not None
+        and q_len > 1
+        and (heads // kv_heads) * q_len * attention_mask.element_size() > 2 * (heads - kv_heads) * dim * key.element_size()
+    )
+    if attention_mask is None or heads == kv_heads or special or mask_too_big:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
