@@ -219,10 +219,12 @@ class HFEngine(TokenizerEngine):
         """
         if self.pack_prefill:
             parts = [
-                part for g in batch for part in self._prefill_group_runs([g], list(self._similar_lengths(g, sequences)), sequences, room)
+                part
+                for g in batch
+                for part in self._prefill_group_runs([g], [run.members for run in self._similar_lengths(g, sequences)], sequences, room)
             ]
         else:
-            parts = self._prefill_group_runs(batch, batch, sequences, room)
+            parts = self._prefill_group_runs(batch, [[i for g in batch for i in g.members]], sequences, room)
         rows = [i for part in parts for i in part[0]]
         logits = torch.cat([part[1] for part in parts])
         if not need_cache:
@@ -243,7 +245,6 @@ class HFEngine(TokenizerEngine):
         return rows, logits, ReservedKVCache(room, layers), mask, positions
 
     @staticmethod
-    @staticmethod
     def _similar_lengths(group: PrefixGroup, sequences: Sequence[Sequence[int]]) -> Iterator[PrefixGroup]:
         """Split a group's members (sorted by length) into runs whose suffixes waste little padding."""
         run: list[int] = []
@@ -260,12 +261,12 @@ class HFEngine(TokenizerEngine):
             yield PrefixGroup(group.prefix, run)
 
     def _prefill_group_runs(
-        self, groups: Sequence[PrefixGroup], runs: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], room: int
+        self, groups: Sequence[PrefixGroup], runs: Sequence[list[int]], sequences: Sequence[Sequence[int]], room: int
     ) -> list[tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]]:
         """Run the prefixes of `groups` as one padded batch, then each run of their members' suffixes on top.
 
-        `runs` split the groups' members; each run is one padded batch of suffixes over copies of its
-        members' prefix caches. Returns one part (rows, logits, cache, mask, next positions) per run.
+        `runs` split the groups' members (prompt indices); each run is one padded batch of suffixes over
+        copies of its members' prefix caches. Returns one part (rows, logits, cache, mask, next positions) per run.
         """
         suffix_width = max(len(sequences[i]) - len(g.prefix) for g in groups for i in g.members)
         ids, mask, positions = self._pad([g.prefix for g in groups])
@@ -278,14 +279,14 @@ class HFEngine(TokenizerEngine):
         group_of = {i: k for k, g in enumerate(groups) for i in g.members}
         parts = []
         for run in runs:
-            owner = torch.tensor([group_of[i] for i in run.members], device=self.device)
+            owner = torch.tensor([group_of[i] for i in run], device=self.device)
             if len(runs) == 1:
                 cache.batch_select_indices(owner)  # the only run: copy each prefix cache to its members in place
                 run_cache = cache
             else:
                 run_cache = cache.selected(owner)
-            suffixes = [list(sequences[i][len(groups[group_of[i]].prefix) :]) for i in run.members]
-            parts.append((list(run.members), *self._run_suffixes(suffixes, run_cache, mask[owner], logits[owner])))
+            suffixes = [list(sequences[i][len(groups[group_of[i]].prefix) :]) for i in run]
+            parts.append((list(run), *self._run_suffixes(suffixes, run_cache, mask[owner], logits[owner])))
         return parts
 
     def _run_suffixes(
