@@ -237,22 +237,19 @@ def read_messages(path: Path) -> list[Example]:
     return examples
 
 
-def pubmedqa_instruction(
-    question: Question, templates: Templates, file: str = "instruct_pubmedqa.jinja", test_ids: Collection[str] | None = None
-) -> Example:
-    """A PubMedQA question as a free-form instruction answered with its long answer (template instruct_pubmedqa.jinja)."""
-    refuse_test_split([question], test_ids)
-    variables = {"question": question, "gold": gold_option(question), "explanation": explanation_of(question)}
-    return Example(templates.chat(file, **variables), templates.block(file, "assistant", **variables).strip(), "pubmedqa_instruction")
+INSTRUCTION_TEMPLATES = {"pubmedqa_instruction": "instruct_pubmedqa.jinja", "mcq_instruction": "instruct_mcq.jinja"}
 
 
-def mcq_instruction(
-    question: Question, templates: Templates, file: str = "instruct_mcq.jinja", test_ids: Collection[str] | None = None
-) -> Example:
-    """A labelled multiple-choice question as an instruction (template instruct_mcq.jinja)."""
+def instruction_example(question: Question, templates: Templates, kind: str, test_ids: Collection[str] | None = None) -> Example:
+    """A labelled question as a free-form instruction answered with its explanation.
+
+    `kind` picks the template: "pubmedqa_instruction" (instruct_pubmedqa.jinja, answered with PubMedQA's long
+    answer) or "mcq_instruction" (instruct_mcq.jinja).
+    """
     refuse_test_split([question], test_ids)
+    file = INSTRUCTION_TEMPLATES[kind]
     variables = {"question": question, "gold": gold_option(question), "explanation": explanation_of(question)}
-    return Example(templates.chat(file, **variables), templates.block(file, "assistant", **variables).strip(), "mcq_instruction")
+    return Example(templates.chat(file, **variables), templates.block(file, "assistant", **variables).strip(), kind)
 
 
 # --- stage 3: the task in the inference format ---------------------------------------------------------------------
@@ -403,11 +400,11 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
         elif isinstance(source, PubMedQAInstructions):
             ids = _test_ids(None if path is None else str(path))
             questions = pubmedqa_train_questions(path, source.limit, seed)
-            builders = [(q, lambda q, i=ids: [pubmedqa_instruction(q, templates, test_ids=i)]) for q in questions]
+            builders = [(q, lambda q, i=ids: [instruction_example(q, templates, "pubmedqa_instruction", test_ids=i)]) for q in questions]
         elif isinstance(source, MCQInstructions):
             assert path is not None
             questions = mcq_training_questions(source.dataset, path, source.limit, seed, root)
-            builders = [(q, lambda q: [mcq_instruction(q, templates)]) for q in questions]
+            builders = [(q, lambda q: [instruction_example(q, templates, "mcq_instruction")]) for q in questions]
         elif isinstance(source, PubMedQATask | MCQTask):
             ids: Collection[str] | None = None
             if isinstance(source, PubMedQATask):

@@ -17,9 +17,9 @@ from finetune.data import (
     IGNORE,
     TestSplitError,
     encode_example,
+    instruction_example,
     mcq_training_questions,
     pack_blocks,
-    pubmedqa_instruction,
     pubmedqa_train_questions,
     read_messages,
     refuse_test_split,
@@ -117,7 +117,7 @@ def test_builders_refuse_the_pubmedqa_test_split(data_root: Path) -> None:
     with pytest.raises(TestSplitError, match="official test split"):
         task_examples(test_question, templates, ["voc_verify", "voc_choose", "direct"])
     with pytest.raises(TestSplitError, match=test_question.metadata["pmid"]):
-        pubmedqa_instruction(test_question, templates)
+        instruction_example(test_question, templates, "pubmedqa_instruction")
     with pytest.raises(TestSplitError):
         refuse_test_split([test_question])
     train = pubmedqa_train_questions(data_root / "pubmedqa", limit=None, seed=0)
