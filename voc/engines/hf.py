@@ -232,17 +232,10 @@ class HFEngine(TokenizerEngine):
         if len(parts) == 1:
             return parts[0]
         width = max(part[3].shape[1] for part in parts)
-        layers = []
-        for layer in range(len(parts[0][2].layers)):
-            keys, values = [], []
-            for _, _, cache, mask, _ in parts:
-                pad = width - mask.shape[1]
-                keys.append(torch.nn.functional.pad(cache.layers[layer].keys, (0, 0, pad, 0)))
-                values.append(torch.nn.functional.pad(cache.layers[layer].values, (0, 0, pad, 0)))
-            layers.append((torch.cat(keys), torch.cat(values)))
+        cache = ReservedKVCache.stacked([part[2] for part in parts], width, room)
         mask = torch.cat([torch.nn.functional.pad(part[3], (width - part[3].shape[1], 0)) for part in parts])
         positions = torch.cat([part[4] for part in parts])
-        return rows, logits, ReservedKVCache(room, layers), mask, positions
+        return rows, logits, cache, mask, positions
 
     @staticmethod
     def _similar_lengths(group: PrefixGroup, sequences: Sequence[Sequence[int]]) -> Iterator[PrefixGroup]:

@@ -91,13 +91,31 @@ class ReservedKVLayer(DynamicLayer):
 class ReservedKVCache(Cache):
     """A cache of `ReservedKVLayer`s (layers are added as the model first writes to them)."""
 
-    def __init__(self, room: int, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+    def __init__(self, room: int) -> None:
         super().__init__(layers=[])
         self.room = room
-        for keys, values in layers or []:
+
+    @classmethod
+    def stacked(cls, caches: list[ReservedKVCache], width: int, room: int) -> ReservedKVCache:
+        """The rows of `caches` one after another, each left-padded with zeros to `width` positions (one copy)."""
+        stacked = cls(room)
+        for parts in zip(*(cache.layers for cache in caches), strict=True):
+            first = parts[0].keys
+            rows = sum(part.keys.shape[0] for part in parts)
             layer = ReservedKVLayer(room)
-            layer.update(keys, values)
-            self.layers.append(layer)
+            layer.lazy_initialization(first, first)
+            layer.key_buffer = first.new_zeros((rows, first.shape[1], width + room, first.shape[3]))
+            layer.value_buffer = torch.zeros_like(layer.key_buffer)
+            row = 0
+            for part in parts:
+                n, length = part.keys.shape[0], part.get_seq_length()
+                layer.key_buffer[row : row + n, :, width - length : width] = part.keys
+                layer.value_buffer[row : row + n, :, width - length : width] = part.values
+                row += n
+            layer.length = width
+            layer._expose()
+            stacked.layers.append(layer)
+        return stacked
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
