@@ -92,15 +92,22 @@ def test_medqa_wrong_option_count_is_a_data_error(data_root: Path) -> None:
 def test_medmcqa(data_root: Path) -> None:
     path = data_root / "medmcqa"
     assert sum(1 for _ in read_jsonl(path / "test.jsonl")) == 2816
-    # 14 distributed rows have two options with the same text: by default the first one raises ...
-    with pytest.raises(DataError, match=r"medmcqa/test.jsonl line 108: .*same text.*skip_invalid=True"):
-        load_medmcqa(path)
-    # ... and with skip_invalid they are skipped and counted, never silently dropped
-    questions = load_medmcqa(path, skip_invalid=True)
-    assert questions.report.skipped == 14
-    assert len(questions) + questions.report.skipped == 2816
-    assert [e.line for e in questions.report.errors][:3] == [108, 140, 210]
+    # rows whose options repeat a text (ignoring case and spacing), counted straight from the file
+    repeated = {}
+    for line, row in read_jsonl(path / "test.jsonl"):
+        texts = [" ".join(text.split()).casefold() for text in row["options"].values()]
+        if len(set(texts)) < len(texts):
+            repeated[f"medmcqa-{row['realidx']}"] = line
+    assert len(repeated) == 14 and sorted(repeated.values())[:3] == [108, 140, 210]
+    # they are kept (answers are scored by label) and flagged, with and without skip_invalid
+    for skip in (False, True):
+        questions = load_medmcqa(path, skip_invalid=skip)
+        assert len(questions) == 2816 and questions.report.skipped == 0
+        assert {q.id for q in questions if q.duplicate_options} == set(repeated)
     assert all(len(q.options) == 4 and q.id.startswith("medmcqa-") for q in questions)
+    by_id = {q.id: q for q in questions}
+    assert by_id[next(i for i, line in repeated.items() if line == 108)].duplicate_options == [["A", "D"]]
+    assert by_id[next(i for i, line in repeated.items() if line == 915)].duplicate_options == [["A", "B", "C", "D"]]
 
 
 def test_mmlu_medical(data_root: Path) -> None:

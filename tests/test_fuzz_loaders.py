@@ -136,7 +136,6 @@ BAD_KINDS = [
     "missing_question",
     "unknown_gold",
     "gold_type",
-    "duplicate_options",
     "duplicate_key",
     "nan",
     "one_option",
@@ -155,6 +154,17 @@ def test_bad_jsonl_row(tmp_path: Path, jsonl_loader: Any, kind: str) -> None:
     questions = load(path, skip_invalid=True)
     assert [q.question for q in questions] == ["Question 0?", "Question 2?"]
     assert questions.report.skipped == 1 and questions.report.errors[0].line == 3
+
+
+def test_a_row_with_two_options_of_the_same_text_is_kept_and_flagged(tmp_path: Path, jsonl_loader: Any) -> None:
+    make, load = jsonl_loader
+    good = _rows(make, 3)
+    path = _write(tmp_path / "test.jsonl", [good[0], _mutate(make, "duplicate_options"), good[2]])
+    questions = load(path)  # scoring is by label, so the question is still well defined
+    assert [q.question for q in questions] == ["Question 0?", "Question 1?", "Question 2?"]
+    assert questions.report.skipped == 0
+    assert [q.duplicate_options for q in questions] == [[], [["A", "B"]], []]
+    assert questions[1].metadata["duplicate_options"] == [["A", "B"]]
 
 
 def test_missing_field_message(tmp_path: Path) -> None:
@@ -469,7 +479,6 @@ def test_csv_bom_crlf_load(tmp_path: Path) -> None:
         ('2,"Question 2?",a,b,c,d,B,extra', "row has 8 fields, the header has 7"),
         ('2,"Question 2?",a,b', "row has 4 fields"),
         ('2,"Question 2?",a2,b2,c2,d2,Z', "gold label 'Z'"),
-        ('2,"Question 2?",same,same,c2,d2,A', "same text"),
         ('2,"",a2,b2,c2,d2,A', "question is empty"),
         ('2,"Question 2?"x,a2,b2,c2,d2,A', "bad CSV"),
         ('0,"Question 2?",a2,b2,c2,d2,A', "duplicate question id '0'"),
@@ -484,6 +493,13 @@ def test_csv_bad_row(tmp_path: Path, bad: str, reason: str) -> None:
     assert reason in str(caught.value)
     questions = _load_csv(path, skip_invalid=True)
     assert [q.id for q in questions] == ["0", "1", "3"] and questions.report.skipped == 1
+
+
+def test_csv_row_with_options_of_the_same_text_is_kept_and_flagged(tmp_path: Path) -> None:
+    path = _write(tmp_path / "q.csv", [CSV_HEADER, _csv_row(0), '1,"Question 1?",same,b1,SAME,same,A'])
+    questions = _load_csv(path)
+    assert [q.id for q in questions] == ["0", "1"] and questions.report.skipped == 0
+    assert questions[0].duplicate_options == [] and questions[1].duplicate_options == [["A", "C", "D"]]
 
 
 def test_csv_unterminated_quote_is_reported(tmp_path: Path) -> None:

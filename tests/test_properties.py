@@ -3,7 +3,7 @@
 For arbitrary Unicode (template syntax included), empty and whitespace-only strings, 0 to 28 options,
 duplicates and very long options, either the `Question` is refused with pydantic's ValidationError
 (a one-line reason) exactly when the input is invalid, or every prompt of every strategy shows each
-option exactly once, on its own line, in the options list.
+option exactly once, on its own line, in the options list (options with the same text are kept and flagged).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def text_key(text: str) -> str:
 @st.composite
 def option_inputs(draw: st.DrawFn) -> list[str] | dict[str, str]:
     """A list of texts (labelled A, B, ...) or a dict label -> text; mostly valid, sometimes with one flaw:
-    a count outside 2..26, a blank or duplicated text, an odd label."""
+    a count outside 2..26, a blank text, an odd label, or a duplicated text (allowed, but flagged)."""
     n = draw(st.one_of(st.integers(2, 26), st.integers(2, 6), st.sampled_from([0, 1, 26, 27])))
     items = draw(st.lists(filled_texts, min_size=n, max_size=n, unique_by=text_key))
     flaw = draw(st.sampled_from(["none"] * 6 + ["blank", "duplicate", "odd label"]))
@@ -67,7 +67,6 @@ def expected_errors(question: str, options: list[str] | dict[str, str]) -> list[
         return [*errors, "duplicate option label"]
     if len(pairs) < 2:
         return [*errors, "at least 2 options"]
-    seen = set()
     for label, (_, text) in zip(stripped, pairs, strict=True):
         if not label:
             return [*errors, "label is empty"]
@@ -77,11 +76,15 @@ def expected_errors(question: str, options: list[str] | dict[str, str]) -> list[
             return [*errors, "unprintable character"]
         if not one_line(text):
             return [*errors, "has no text"]
-        key = " ".join(text.split()).casefold()
-        if key in seen:
-            return [*errors, "have the same text"]
-        seen.add(key)
     return errors
+
+
+def expected_duplicates(labels: list[str], texts: list[str]) -> list[list[str]]:
+    """Groups of labels whose texts are equal ignoring case and spacing, in the order of their first label."""
+    groups: dict[str, list[str]] = {}
+    for label, text in zip(labels, texts, strict=True):
+        groups.setdefault(text_key(text), []).append(label)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +150,7 @@ def test_question_either_renders_every_option_once_or_is_refused(
     assert list(built.options.values()) == [one_line(text) for text in given_texts]
     assert all(text.splitlines() == [text] and text == text.strip() for text in built.options.values())
     assert built.context == (context if context and context.strip() else None)
+    assert built.duplicate_options == expected_duplicates(built.labels, given_texts)  # kept, and flagged
     for prompt in all_prompts(built, strategies):
         assert_options_listed_once(built, prompt, render_chat(tokenizer, prompt))
 

@@ -33,7 +33,6 @@ def test_id_defaults_to_a_stable_content_hash() -> None:
         ({"question": "   ", "options": ["a", "b"]}, "question is empty"),
         ({"question": "q", "options": ["only one"]}, "at least 2 options"),
         ({"question": "q", "options": [("A", "x"), ("A", "y")]}, "duplicate option label 'A'"),
-        ({"question": "q", "options": ["same", " Same "]}, "same text"),
         ({"question": "q", "options": ["a", "b"], "gold": "C"}, "gold label 'C' is not among"),
         ({"question": "q", "options": ["a", ""]}, "has no text"),
         ({"question": "q", "options": "a,b"}, "not a single string"),
@@ -55,3 +54,14 @@ def test_blank_context_becomes_none_and_answer_reports_correctness() -> None:
     assert q.context is None
     answer = Answer(question_id=q.id, strategy="direct", label="B", choice="b", probabilities={"A": 0.2, "B": 0.8}, gold=q.gold)
     assert answer.correct is True
+
+
+def test_options_with_the_same_text_are_kept_and_flagged() -> None:
+    q = Question(question="q", options=["same", "other", " Same ", "x", "SAME", "x"], gold="B", metadata={"source": "row 7"})
+    assert q.options == {"A": "same", "B": "other", "C": "Same", "D": "x", "E": "SAME", "F": "x"}
+    assert q.duplicate_options == [["A", "C", "E"], ["D", "F"]]
+    assert q.metadata == {"source": "row 7", "duplicate_options": [["A", "C", "E"], ["D", "F"]]}
+    plain = Question(question="q", options=["a", "b"], metadata={"duplicate_options": [["A", "B"]]})  # derived, never trusted
+    assert plain.duplicate_options == [] and "duplicate_options" not in plain.metadata
+    again = Question.model_validate(q.model_dump())  # a stored question reloads with the same flag
+    assert again == q

@@ -57,6 +57,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
     if len(args.option) < 2:
         raise ValueError("give at least two options, e.g. -o yes -o no -o maybe")
     question = Question(question=args.question, options=args.option, context=args.context)
+    for group in question.duplicate_options:  # kept in data sets, but typed twice here it is a slip
+        raise ValueError(f"options {' and '.join(group)} have the same text; give each -o a different option")
     voc = VoC(
         args.model,
         strategy=args.strategy,

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LABELS = string.ascii_uppercase  # option labels used when options come as a plain list
+DUPLICATE_OPTIONS = "duplicate_options"  # metadata key flagging options with the same text (see duplicate_option_groups)
 _LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]\s*")  # what str.splitlines() splits on
 
 
@@ -34,6 +35,18 @@ def default_labels(n: int) -> list[str]:
     if n > len(LABELS):
         raise ValueError(f"{n} options given, at most {len(LABELS)} can be labelled A-Z; pass options as a dict label -> text")
     return list(LABELS[:n])
+
+
+def duplicate_option_groups(options: Mapping[str, str]) -> list[list[str]]:
+    """Labels of options that have the same text, ignoring case and spacing: [['A', 'D']] when A and D read alike.
+
+    Such questions (a few rows of public datasets, e.g. 14 of MedMCQA's test file) are kept, since answers are
+    scored by label, and flagged with these groups in `Question.metadata["duplicate_options"]` so reports can count them.
+    """
+    by_text: dict[str, list[str]] = {}
+    for label, text in options.items():
+        by_text.setdefault(" ".join(text.split()).casefold(), []).append(label)
+    return [labels for labels in by_text.values() if len(labels) > 1]
 
 
 def _options_to_dict(options: Any) -> dict[str, str]:
@@ -67,7 +80,8 @@ class Question(BaseModel):
     `options` is an ordered mapping label -> text; a plain list of texts gets labels A, B, C, ...
     Each option is shown on one line of the prompt, so option texts are stored stripped, with every
     line break (and the spaces around it) replaced by one space. Labels are printable text without
-    whitespace. Bad input raises pydantic's `ValidationError` with a one-line reason.
+    whitespace. Bad input raises pydantic's `ValidationError` with a one-line reason. Options with
+    the same text are allowed (answers are scored by label) and flagged in `metadata["duplicate_options"]`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,7 +106,6 @@ class Question(BaseModel):
         options = _options_to_dict(value)
         if len(options) < 2:
             raise ValueError(f"a question needs at least 2 options, got {len(options)}")
-        seen: dict[str, str] = {}
         for label, text in options.items():
             if not label:
                 raise ValueError("an option label is empty; labels must be non-empty strings like 'A'")
@@ -103,10 +116,6 @@ class Question(BaseModel):
             text = options[label] = one_line(text)
             if not text:
                 raise ValueError(f"option {_short(label)} has no text; every option needs a text")
-            key = " ".join(text.split()).casefold()
-            if key in seen:
-                raise ValueError(f"options {_short(seen[key])} and {_short(label)} have the same text {_short(text)}; options must differ")
-            seen[key] = label
         return options
 
     @field_validator("context")
@@ -120,11 +129,20 @@ class Question(BaseModel):
             raise ValueError(f"gold label {self.gold!r} is not among the option labels {list(self.options)}")
         if not self.id:
             object.__setattr__(self, "id", self.fingerprint()[:12])
+        groups = duplicate_option_groups(self.options)
+        if groups or DUPLICATE_OPTIONS in self.metadata:  # the flag is derived from the options: always rewritten
+            metadata = {k: v for k, v in self.metadata.items() if k != DUPLICATE_OPTIONS}
+            object.__setattr__(self, "metadata", {**metadata, DUPLICATE_OPTIONS: groups} if groups else metadata)
         return self
 
     @property
     def labels(self) -> list[str]:
         return list(self.options)
+
+    @property
+    def duplicate_options(self) -> list[list[str]]:
+        """Groups of labels whose options have the same text (ignoring case and spacing), e.g. [['A', 'C']]; [] if none."""
+        return self.metadata.get(DUPLICATE_OPTIONS, [])
 
     def fingerprint(self) -> str:
         """A stable hash of the content (question, options, context); the default id."""

@@ -1,7 +1,8 @@
 """MedMCQA labelled questions (medmcqa/test.jsonl, as distributed by MedAgentsBench).
 
-A few rows of the distributed file have two options with the same text; they are bad rows (load with
-skip_invalid=True to skip and count them).
+14 rows of the distributed file have two (or more) options with the same text. Answers are scored by label,
+so they are kept and flagged (`Question.duplicate_options`, `metadata["duplicate_options"]`); benchmark reports
+count them per dataset.
 """
 
 from __future__ import annotations
