@@ -15,7 +15,7 @@ from jinja2.exceptions import SecurityError
 
 from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores
 from voc.models import ModelNotFoundError, resolve_model
-from voc.prompts import Templates, TemplateVariableError, builtin_templates_dir
+from voc.prompts import TemplateBlockError, Templates, TemplateVariableError, builtin_templates_dir
 from voc.strategies import make_strategy
 from voc.strategies.base import TRUNCATION_MARK, cut_text
 from voc.types import Question
@@ -110,6 +110,21 @@ def test_misspelt_top_level_variable_names_file_and_line(tmp_path: Path) -> None
     folder = write_user_templates(tmp_path, "direct.jinja", "{% block answer_prefix %}Answer:", "{% block answer_prefix %}{{ answr }}")
     with pytest.raises(TemplateVariableError, match=r"direct\.jinja line \d+ \(block 'answer_prefix'\): 'answr' is undefined"):
         make_strategy("direct", Templates(folder))
+
+
+@pytest.mark.parametrize(("strategy", "name"), [("cot", "cot.jinja"), ("voc", "voc_verify.jinja")])
+def test_empty_stop_block_in_user_template_fails_when_the_strategy_is_made(tmp_path: Path, strategy: str, name: str) -> None:
+    source = (builtin_templates_dir() / name).read_text()
+    start = source.index("{% block stop %}") + len("{% block stop %}")
+    builtin_stop = source[start : source.index("{% endblock %}", start)]
+    folder = write_user_templates(tmp_path, name, "{% block stop %}" + builtin_stop, "{% block stop %}")
+    with pytest.raises(TemplateBlockError) as caught:
+        make_strategy(strategy, Templates(folder))
+    message = str(caught.value)
+    assert "\n" not in message and str(folder / name) in message and "(block 'stop') is empty" in message
+    assert repr(builtin_stop) in message and "write the text that ends a generation" in message
+    newline = write_user_templates(tmp_path / "ok", name, "{% block stop %}" + builtin_stop, "{% block stop %}\n")
+    assert make_strategy(strategy, Templates(newline)).templates.block(name, "stop") == "\n"  # a line end is a valid stop
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ A user folder given as `templates=` overrides any built-in file of the same name
 
 Safety: templates run in Jinja's `SandboxedEnvironment` (access to internals such as
 `''.__class__` raises `jinja2.exceptions.SecurityError`) with `StrictUndefined`, so a misspelt
-variable raises `TemplateVariableError` naming the file, line and the variables that exist.
+variable raises `TemplateVariableError` naming the file, line and the variables that exist; an empty
+`stop` block raises `TemplateBlockError` naming the file (an empty stop string would end nothing).
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from jinja2.sandbox import SandboxedEnvironment
 from voc.engines.base import ChatPrompt
 
 MESSAGE_BLOCKS = ("system", "user")  # stripped of surrounding whitespace; other blocks are kept verbatim
+STOP_BLOCK = "stop"  # the text that ends a generation (cot reasoning, voc verifications); must not be empty
 
 
 class TemplateVariableError(ValueError):
     """A template uses a variable or attribute that does not exist (usually a typo in a user template)."""
+
+
+class TemplateBlockError(ValueError):
+    """A block renders to something its strategy cannot use (an empty `stop` block); the message names file and block."""
 
 
 def _template_line(error: BaseException) -> str:
@@ -87,7 +93,19 @@ class Templates:
                 f"template {where} (block {block!r}): {error.message}; "
                 f"check the spelling, the variables here are: {', '.join(sorted(variables)) or 'none'}"
             ) from None
+        if block == STOP_BLOCK and not text:
+            raise TemplateBlockError(
+                f"template {template.filename or name} (block {block!r}) is empty; write the text that ends a generation in it "
+                f"(the built-in {name} has {self.builtin_block(name, block)!r}) or remove your {name} to use the built-in"
+            )
         return text.strip() if block in MESSAGE_BLOCKS else text
+
+    def builtin_block(self, name: str, block: str) -> str:
+        """The built-in template's rendering of a block that needs no variables (for messages); '' if it has none."""
+        try:
+            return Templates().block(name, block) if self.folder is not None else ""
+        except (FileNotFoundError, KeyError, ValueError):
+            return ""
 
     def chat(self, name: str, response_prefix: str = "", **variables: Any) -> ChatPrompt:
         """The system and user messages of a template file, with the start of the assistant's reply."""
