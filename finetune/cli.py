@@ -36,7 +36,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("finetune").setLevel(logging.INFO)  # stage progress, also under `voc` without -v
     from finetune.config import ConfigError, load_config
-    from finetune.data import TestSplitError
+    from finetune.leakage import TestSplitError
     from voc.datasets import DataError
     from voc.models import ModelNotFoundError
 

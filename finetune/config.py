@@ -12,6 +12,10 @@ weights at the end of the stage) or fully, and writes a plain Hugging Face model
 Paths: `${VAR}` and `~` are expanded; relative data paths are taken from the data root (`data_root`, else
 `voc.datasets.data_root()`: $VOC_DATA_ROOT or ../shared/data); `${VOC_DATA_ROOT}` falls back to that same search
 when the variable is unset. Other relative paths (output_dir, base_model, templates) are relative to the working directory.
+
+Test splits: every record of every source is checked by content against the test splits under the data root
+(finetune/leakage.py). `leakage: refuse` (the default) stops at a leaking record; `leakage: filter`, on the config or
+on one source, drops and counts them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ STAGE_KINDS: tuple[str, ...] = ("knowledge", "instruction", "task")
 TASK_FORMATS: tuple[str, ...] = ("voc_verify", "voc_choose", "direct", "cot")
 TaskFormat = Literal["voc_verify", "voc_choose", "direct", "cot"]
 MCQ_DATASETS: tuple[str, ...] = ("medqa", "medqa_5options", "medmcqa", "mmlu_medical")
+LeakageMode = Literal["refuse", "filter"]
+LEAKAGE_HELP = (
+    "records that match a test split (finetune/leakage.py): 'refuse' stops with an error naming the first one, "
+    "'filter' drops them and counts them in run.json"
+)
 
 
 class ConfigError(ValueError):
@@ -44,7 +53,8 @@ class _Strict(BaseModel):
 
 
 class _Source(_Strict):
-    limit: int | None = Field(default=None, ge=1, description="use at most this many records (a seeded sample)")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many records (a seeded sample of the clean ones)")
+    leakage: LeakageMode | None = Field(default=None, description=LEAKAGE_HELP + "; default the config's `leakage`")
 
 
 class TextSource(_Source):
@@ -187,6 +197,7 @@ class FinetuneConfig(_Strict):
     gradient_checkpointing: bool = False
     seed: int = 0
     trust_remote_code: bool = False
+    leakage: LeakageMode = Field(default="refuse", description=LEAKAGE_HELP + "; a source's own `leakage` wins")
     stages: list[Stage] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -214,7 +225,12 @@ class FinetuneConfig(_Strict):
             return resolved
         return self.data_root_path() / resolved
 
+    def leakage_mode(self, source: BaseModel) -> LeakageMode:
+        """What to do with a source's records that match a test split: its own `leakage`, else the config's."""
+        return getattr(source, "leakage", None) or self.leakage
+
     def data_root_path(self) -> Path:
+        """The data root: `data_root` expanded, else voc.datasets.data_root() (FileNotFoundError when there is none)."""
         if self.data_root is not None:
             return Path(expand(self.data_root)).expanduser()
         from voc.datasets import data_root

@@ -10,17 +10,18 @@
   candidate blocks), joined exactly as the strategies join them. The loss covers only the target.
 
 Prompt tokens are the engine's rendering (`voc.engines.base.render_chat` with the model's tokenizer, encoded as
-HFEngine encodes them), so training sees exactly the text inference sends. PubMedQA's official test split is
-refused everywhere: any question whose PMID is in `pubmedqa_test_ids()` raises `TestSplitError`.
+HFEngine encodes them), so training sees exactly the text inference sends. Every record of every source is checked
+by content against all the test splits under the data root (finetune/leakage.py): a leak raises `TestSplitError`
+naming the file and line, or with `leakage: filter` is dropped and counted (`counts["leakage"]`, in run.json).
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import logging
 import random
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ from finetune.config import (
     Stage,
     TextSource,
 )
-from voc.datasets import DataError, load_dataset, load_pubmedqa, pubmedqa_test_ids, read_jsonl, stratified_sample
-from voc.datasets.common import display_name
+from finetune.leakage import Guard, LeakageIndex, Match, TestSplitError, leakage_index, text_location
+from voc.datasets import DataError, load_dataset, load_pubmedqa, read_jsonl, stratified_sample
+from voc.datasets.common import display_name, iter_jsonl
 from voc.engines.base import ChatPrompt, PromptTooLongError, render_chat
 from voc.prompts import Templates
 from voc.strategies import ChainOfThought, Direct, Strategy, VerificationOfChoice
@@ -52,12 +54,6 @@ log = logging.getLogger("finetune")
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
 ROLES = ("system", "user", "assistant")
-
-
-class TestSplitError(ValueError):
-    """A fine-tuning builder was given questions of PubMedQA's official test split."""
-
-    __test__ = False  # not a pytest test class
 
 
 @dataclass
@@ -77,61 +73,45 @@ class StageData:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-# --- guarding the test split -------------------------------------------------------------------------------------
+# --- guarding the test splits (finetune/leakage.py) ------------------------------------------------------------------
 
+def refuse_test_questions(questions: Iterable[Question], index: LeakageIndex | None = None) -> None:
+    """Raise TestSplitError if any question matches a test split by content (PMID, question text, abstract sentences).
 
-def pmid_of(question: Question) -> str | None:
-    """The PubMedQA PMID of a question (from metadata or an id like 'pubmedqa-<pmid>'), else None."""
-    pmid = question.metadata.get("pmid")
-    if pmid is not None:
-        return str(pmid).strip()
-    if question.id.startswith("pubmedqa-"):
-        return question.id.removeprefix("pubmedqa-")
-    return None
-
-
-@functools.lru_cache(maxsize=8)
-def _test_ids(path: str | None) -> frozenset[str]:
-    return frozenset(pubmedqa_test_ids(path))
-
-
-def refuse_test_split(questions: Iterable[Question], test_ids: Collection[str] | None = None) -> None:
-    """Raise TestSplitError if any question is from PubMedQA's official test split.
-
-    `test_ids`: the test PMIDs; default those of the data root's pubmedqa/test_ground_truth.json.
+    `index`: the test splits to check against; default those under voc.datasets.data_root().
     """
-    for question in questions:
-        pmid = pmid_of(question)
-        if pmid is None:
-            continue
-        if test_ids is None:
-            try:
-                test_ids = _test_ids(None)
-            except FileNotFoundError as error:
-                raise TestSplitError(f"cannot check question {question.id} against PubMedQA's test split ({error})") from None
-        if pmid in test_ids:
-            raise TestSplitError(
-                f"question {question.id} (PMID {pmid}) is in PubMedQA's official test split; fine-tuning on test questions "
-                "is refused: use load_pubmedqa(split='train'), the 500 labelled non-test questions"
-            )
+    index = index or leakage_index(None)
+    Guard(index).screen(list(questions), index.match_question, "these questions", lambda _, q, __: f"question {q.id}")
 
 
-def pubmedqa_train_questions(path: Path | None, limit: int | None, seed: int) -> list[Question]:
-    """PubMedQA's labelled non-test questions (a stratified seeded sample of `limit`), checked against the test PMIDs."""
+def pubmedqa_train_questions(path: Path | None, limit: int | None, seed: int, guard: Guard | None = None) -> list[Question]:
+    """PubMedQA's labelled non-test questions, screened by `guard` (default: refuse any that match a test split), then a
+    stratified seeded sample of `limit`."""
     questions = list(load_pubmedqa(path, split="train"))
-    refuse_test_split(questions, _test_ids(None if path is None else str(path)))
+    guard = guard or Guard(leakage_index(None))
+    source = str(path) if path is not None else "pubmedqa"
+    questions = guard.screen(questions, guard.index.match_question, source, lambda _, q, __: f"{source} PMID {q.metadata['pmid']}")
     return stratified_sample(questions, limit, seed) if limit else questions
 
 
-def mcq_training_questions(dataset: str, path: Path, limit: int | None, seed: int, data_root: Path | None = None) -> list[Question]:
-    """A user's labelled multiple-choice training file in a voc.datasets loader format; test files are refused."""
+def mcq_training_questions(
+    dataset: str, path: Path, limit: int | None, seed: int, data_root: Path | None = None, guard: Guard | None = None
+) -> list[Question]:
+    """A user's labelled multiple-choice training file in a voc.datasets loader format, screened by `guard` (default:
+    refuse any question that matches a test split of `data_root`), then a stratified seeded sample of `limit`."""
     if not path.is_file():
         raise FileNotFoundError(f"no training file {path}; give the path of your own {dataset} training file (JSONL)")
     shared_tests = [data_root / dataset / "test.jsonl"] if data_root is not None else []
-    if path.name.lower().startswith("test") or any(t.is_file() and t.samefile(path) for t in shared_tests):
+    if any(t.is_file() and t.samefile(path) for t in shared_tests):
         raise TestSplitError(f"{path} is a test file; fine-tuning on test questions is refused: give your own {dataset} training file")
     questions = list(load_dataset(dataset, path))
-    refuse_test_split(questions)
+    lines = [line for line, _ in iter_jsonl(path)]  # the loaders refuse bad rows, so row i is the i-th non-blank line
+    guard = guard or Guard(leakage_index(data_root))
+
+    def where(position: int, _question: Question, _match: Match) -> str:
+        return f"{path} line {lines[position]}" if len(lines) == len(questions) else f"{path} record {position + 1}"
+
+    questions = guard.screen(questions, guard.index.match_question, str(path), where)
     gold_missing = [q.id for q in questions if q.gold is None]
     if gold_missing:
         reason = f"question {gold_missing[0]} has no gold answer; training needs labelled questions"
@@ -173,6 +153,12 @@ def text_files(path: Path) -> list[Path]:
 
 def read_texts(path: Path, text_field: str = "text") -> Iterator[str]:
     """Documents from text files: a .txt file is one document; a .jsonl file has one per line in `text_field`."""
+    for _, _, text in text_records(path, text_field):
+        yield text
+
+
+def text_records(path: Path, text_field: str = "text") -> Iterator[tuple[Path, int | None, str]]:
+    """(file, line, document) triples of `read_texts`: the line of a JSONL row, None for a .txt file."""
     for file in text_files(path):
         if file.suffix == ".jsonl":
             for line, row in read_jsonl(file):
@@ -180,11 +166,11 @@ def read_texts(path: Path, text_field: str = "text") -> Iterator[str]:
                 if not isinstance(text, str):
                     raise DataError(display_name(file), f"field {text_field!r} is missing or not a string", line=line, skippable=False)
                 if text.strip():
-                    yield text
+                    yield file, line, text
         else:
             text = file.read_text(encoding="utf-8")
             if text.strip():
-                yield text
+                yield file, None, text
 
 
 def pubmedqa_abstract(question: Question) -> str:
@@ -219,6 +205,11 @@ def read_messages(path: Path) -> list[Example]:
 
     Earlier turns (including earlier assistant turns) are the prompt; the loss covers the last reply.
     """
+    return [example for _, example in read_message_records(path)]
+
+
+def read_message_records(path: Path) -> list[tuple[int, Example]]:
+    """(line number, example) pairs of `read_messages`."""
     source = display_name(path)
     examples = []
     for line, row in read_jsonl(path):
@@ -233,20 +224,26 @@ def read_messages(path: Path) -> list[Example]:
             reason = "a conversation needs a user message and must end with the assistant's reply"
             raise DataError(source, reason, line=line, skippable=False)
         prompt = ChatPrompt(tuple({"role": m["role"], "content": m["content"]} for m in messages[:-1]))
-        examples.append(Example(prompt, messages[-1]["content"], "messages"))
+        examples.append((line, Example(prompt, messages[-1]["content"], "messages")))
     return examples
+
+
+def example_text(example: Example) -> str:
+    """Every message of a chat example and its reply, as one document (what the leakage check reads)."""
+    return "\n".join([*(m["content"] for m in example.prompt.messages), example.response])
 
 
 INSTRUCTION_TEMPLATES = {"pubmedqa_instruction": "instruct_pubmedqa.jinja", "mcq_instruction": "instruct_mcq.jinja"}
 
 
-def instruction_example(question: Question, templates: Templates, kind: str, test_ids: Collection[str] | None = None) -> Example:
+def instruction_example(question: Question, templates: Templates, kind: str, index: LeakageIndex | None = None) -> Example:
     """A labelled question as a free-form instruction answered with its explanation.
 
     `kind` picks the template: "pubmedqa_instruction" (instruct_pubmedqa.jinja, answered with PubMedQA's long
-    answer) or "mcq_instruction" (instruct_mcq.jinja).
+    answer) or "mcq_instruction" (instruct_mcq.jinja). A question that matches a test split of `index` (default: the data
+    root's) raises TestSplitError.
     """
-    refuse_test_split([question], test_ids)
+    refuse_test_questions([question], index)
     file = INSTRUCTION_TEMPLATES[kind]
     variables = {"question": question, "gold": gold_option(question), "explanation": explanation_of(question)}
     return Example(templates.chat(file, **variables), templates.block(file, "assistant", **variables).strip(), kind)
@@ -270,7 +267,7 @@ def verification_target(question: Question, label: str, templates: Templates) ->
 
 
 def task_examples(
-    question: Question, templates: Templates, formats: Sequence[str], test_ids: Collection[str] | None = None
+    question: Question, templates: Templates, formats: Sequence[str], index: LeakageIndex | None = None
 ) -> list[Example]:
     """One question in each inference format, with the gold target continuing the prompt as the strategies continue it.
 
@@ -280,9 +277,9 @@ def task_examples(
     - direct: Direct.prompt(q) -> the gold candidate;
     - cot: reasoning_prompt(q) -> reasoning + answer_prefix + the gold candidate.
 
-    A question of PubMedQA's test split raises TestSplitError.
+    A question that matches a test split of `index` (default: the data root's) raises TestSplitError.
     """
-    refuse_test_split([question], test_ids)
+    refuse_test_questions([question], index)
     gold = gold_option(question)
     voc = VerificationOfChoice(templates)
     examples: list[Example] = []
@@ -369,21 +366,28 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
     """All records of one stage, and counts per source (for run.json)."""
     seed = config.seed
     root = _data_root_or_none(config)
+    index = leakage_index(root)  # every source is screened against the test splits before its `limit` sample is drawn
+    guards: list[Guard] = []
     if stage.kind == "knowledge":
         texts: list[str] = []
         sources = []
         for source in stage.data:
+            guard = Guard(index, config.leakage_mode(source))
+            guards.append(guard)
             if isinstance(source, TextSource):
-                docs = _sample(list(read_texts(config.resolve_data_path(source.path), source.text_field)), source.limit, seed)  # type: ignore[arg-type]
+                docs = [text for _, _, text in _sample(text_documents(config.resolve_data_path(source.path), source.text_field, guard),  # type: ignore[arg-type]
+                                                       source.limit, seed)]
             elif isinstance(source, PubMedQAAbstracts):
-                docs = [pubmedqa_abstract(q) for q in pubmedqa_train_questions(config.resolve_data_path(source.path), source.limit, seed)]
+                path = config.resolve_data_path(source.path or "pubmedqa")
+                docs = [pubmedqa_abstract(q) for q in pubmedqa_train_questions(path, source.limit, seed, guard)]
             else:  # pragma: no cover - the config validator rules this out
                 raise ValueError(f"data type {source.type!r} does not fit a knowledge stage")
-            sources.append({"type": source.type, "path": getattr(source, "path", None), "documents": len(docs)})
+            sources.append({"type": source.type, "path": getattr(source, "path", None), "documents": len(docs), **_guard_counts(guard)})
             texts.extend(docs)
         bar = tqdm(texts, desc=f"{stage.label}: tokenise", disable=not progress, unit="doc")
         records, n_tokens = pack_blocks(bar, tokenizer, stage.max_length)
-        counts = {"sources": sources, "documents": len(texts), "tokens": n_tokens, "blocks": len(records), "block_size": stage.max_length}
+        counts = {"sources": sources, "documents": len(texts), "tokens": n_tokens, "blocks": len(records), "block_size": stage.max_length,
+                  "leakage": leakage_counts(index, guards)}
         return StageData(records, counts)
 
     fitter = Strategy(templates)
@@ -392,29 +396,27 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
     dropped = truncated = 0
     kinds: dict[str, int] = {}
     for source in stage.data:
-        path = config.resolve_data_path(getattr(source, "path", None))
+        is_pubmedqa = isinstance(source, PubMedQAInstructions | PubMedQATask)
+        path = config.resolve_data_path(getattr(source, "path", None) or ("pubmedqa" if is_pubmedqa else None))
+        assert path is not None
+        guard = Guard(index, config.leakage_mode(source))
+        guards.append(guard)
         builders: list[tuple[Question | None, Callable[[Question], list[Example]] | list[Example]]] = []
         if isinstance(source, MessagesSource):
-            assert path is not None
-            builders = [(None, [e]) for e in _sample(read_messages(path), source.limit, seed)]
+            builders = [(None, [e]) for _, e in _sample(message_documents(path, guard), source.limit, seed)]
         elif isinstance(source, PubMedQAInstructions):
-            ids = _test_ids(None if path is None else str(path))
-            questions = pubmedqa_train_questions(path, source.limit, seed)
-            builders = [(q, lambda q, i=ids: [instruction_example(q, templates, "pubmedqa_instruction", test_ids=i)]) for q in questions]
+            questions = pubmedqa_train_questions(path, source.limit, seed, guard)
+            builders = [(q, lambda q: [instruction_example(q, templates, "pubmedqa_instruction", index)]) for q in questions]
         elif isinstance(source, MCQInstructions):
-            assert path is not None
-            questions = mcq_training_questions(source.dataset, path, source.limit, seed, root)
-            builders = [(q, lambda q: [instruction_example(q, templates, "mcq_instruction")]) for q in questions]
+            questions = mcq_training_questions(source.dataset, path, source.limit, seed, root, guard)
+            builders = [(q, lambda q: [instruction_example(q, templates, "mcq_instruction", index)]) for q in questions]
         elif isinstance(source, PubMedQATask | MCQTask):
-            ids: Collection[str] | None = None
             if isinstance(source, PubMedQATask):
-                questions = pubmedqa_train_questions(path, source.limit, seed)
-                ids = _test_ids(None if path is None else str(path))
+                questions = pubmedqa_train_questions(path, source.limit, seed, guard)
             else:
-                assert path is not None
-                questions = mcq_training_questions(source.dataset, path, source.limit, seed, root)
+                questions = mcq_training_questions(source.dataset, path, source.limit, seed, root, guard)
             formats = list(dict.fromkeys(source.formats))
-            builders = [(q, lambda q, f=formats, i=ids: task_examples(q, templates, f, i)) for q in questions]
+            builders = [(q, lambda q, f=formats: task_examples(q, templates, f, index)) for q in questions]
         n_records = 0
         for question, build in tqdm(builders, desc=f"{stage.label}: {source.type}", disable=not progress, unit="item"):
             if question is None:
@@ -436,7 +438,7 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
                     kinds[kind] = kinds.get(kind, 0) + 1
             records.extend(encoded)
             n_records += len(encoded)
-        sources.append({"type": source.type, "path": str(path) if path else None, "items": len(builders), "examples": n_records})
+        sources.append({"type": source.type, "path": str(path), "items": len(builders), "examples": n_records, **_guard_counts(guard)})
     if not records:
         raise ConfigError(
             f"stage {stage.label!r} has no training examples (all {dropped} are longer than max_length={stage.max_length}); "
@@ -451,8 +453,36 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
         "dropped_too_long": dropped,
         "context_truncated": truncated,
         "max_length": stage.max_length,
+        "leakage": leakage_counts(index, guards),
     }
     return StageData(records, counts)
+
+
+def text_documents(path: Path, text_field: str, guard: Guard) -> list[tuple[Path, int | None, str]]:
+    """The `text_records` of a text source that match no test split (a leak is refused, or dropped and counted)."""
+    return guard.screen(
+        list(text_records(path, text_field)), lambda r: guard.index.match_text(r[2]), str(path),
+        lambda _, r, match: f"{r[0]} line {r[1]}" if r[1] is not None else f"{r[0]}{text_location(r[2], match)}",
+    )
+
+
+def message_documents(path: Path, guard: Guard) -> list[tuple[int, Example]]:
+    """The `read_message_records` of a messages source whose turns match no test split (refused, or dropped and counted)."""
+    return guard.screen(
+        read_message_records(path), lambda r: guard.index.match_text(example_text(r[1])), str(path), lambda _, r, __: f"{path} line {r[0]}"
+    )
+
+
+def _guard_counts(guard: Guard) -> dict[str, Any]:
+    return {"leakage": guard.mode, "dropped_leaking": guard.dropped}
+
+
+def leakage_counts(index: LeakageIndex, guards: Sequence[Guard]) -> dict[str, Any]:
+    """The stage's leakage report for run.json: records dropped (by test split) and what the index was built from."""
+    by_split: Counter[str] = Counter()
+    for guard in guards:
+        by_split.update(guard.by_split)
+    return {"dropped": sum(g.dropped for g in guards), "dropped_by_split": dict(by_split), **index.summary()}
 
 
 def _data_root_or_none(config: FinetuneConfig) -> Path | None:

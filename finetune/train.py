@@ -3,12 +3,13 @@
     run(config)                      every stage, in order (or the ones asked for)
       run_stage(config, index)       one stage:
         1. start model: the previous stage's output folder (or the base model / `start_from`)
-        2. data: finetune.data.build_stage_data -> token records
+        2. data: finetune.data.build_stage_data -> token records, every source screened against the test splits
+           (finetune/leakage.py: a leak is refused, or with `leakage: filter` dropped and counted)
         3. model: full weights, or LoRA adapters (PEFT) on the frozen weights
         4. Trainer.train(), with periodic checkpoints under <output_dir>/checkpoints/<stage>/ (resumable)
         5. export: LoRA adapters merged into the weights (merge_and_unload), saved with the tokenizer as a plain
            Hugging Face folder <output_dir>/<n>-<stage>/ that the next stage, VoC(path), vLLM and transformers load
-        6. run.json in that folder: losses per logging step, data counts, config, timings
+        6. run.json in that folder: losses per logging step, data counts, leakage screening, config, timings
 
 Under `accelerate launch` or `torchrun` the Trainer runs data parallel (DDP, or FSDP / DeepSpeed from the accelerate
 config); the export and run.json happen on the main process, the others wait for it.
@@ -97,9 +98,20 @@ def fingerprint(config: FinetuneConfig, stage: Stage, start: str, templates: Tem
         "start": start,
         "start_finished_at": _read_json(Path(start) / RUN_FILE).get("finished_at"),  # a re-run previous stage is a new start
         "templates": templates.source_hash(),
-        "run": config.model_dump(mode="json", include={"precision", "gradient_checkpointing", "seed", "base_model", "data_root"}),
+        "run": config.model_dump(
+            mode="json", include={"precision", "gradient_checkpointing", "seed", "base_model", "data_root", "leakage"}
+        ),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def leakage_line(report: dict[str, Any]) -> str:
+    """One log line from a stage's leakage report (finetune.data.leakage_counts): what was checked, what was dropped."""
+    checked = ", ".join(f"{split} {n}" for split, n in report.get("checked", {}).items()) or "nothing"
+    missing = f"; NOT checked (files missing): {', '.join(report['missing'])}" if report.get("missing") else ""
+    dropped = report.get("dropped", 0)
+    by_split = ", ".join(f"{split} {n}" for split, n in report.get("dropped_by_split", {}).items())
+    return f"leakage: data checked against the test splits ({checked}){missing}; dropped {dropped}" + (f" ({by_split})" if dropped else "")
 
 
 def pad_batch(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -192,7 +204,8 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
     data = build_stage_data(config, stage, tokenizer, templates, progress=progress and procs.is_main)
     dataset = Dataset.from_list(data.records)
     data_seconds = time.perf_counter() - clock
-    procs.log(f"data: {json.dumps({k: v for k, v in data.counts.items() if k != 'sources'})}")
+    procs.log(f"data: {json.dumps({k: v for k, v in data.counts.items() if k not in ('sources', 'leakage')})}")
+    procs.log(leakage_line(data.counts.get("leakage") or {}))
 
     # 3. model -----------------------------------------------------------------------------------------------------
     set_seed(config.seed)
@@ -264,6 +277,7 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
             "device": _device_name(),
             "steps": steps,
             "data": data.counts,
+            "leakage": data.counts.get("leakage"),
             "losses": losses,
             "first_loss": losses[0]["loss"] if losses else None,
             "last_loss": losses[-1]["loss"] if losses else None,

@@ -22,7 +22,7 @@ from finetune.data import (
     pack_blocks,
     pubmedqa_train_questions,
     read_messages,
-    refuse_test_split,
+    refuse_test_questions,
     task_examples,
     verification_target,
 )
@@ -114,15 +114,19 @@ def test_builders_refuse_the_pubmedqa_test_split(data_root: Path) -> None:
 
     test_question = load_pubmedqa(data_root / "pubmedqa", split="test")[0]
     templates = Templates()
-    with pytest.raises(TestSplitError, match="official test split"):
+    with pytest.raises(TestSplitError, match="in PubMedQA's test split"):
         task_examples(test_question, templates, ["voc_verify", "voc_choose", "direct"])
     with pytest.raises(TestSplitError, match=test_question.metadata["pmid"]):
         instruction_example(test_question, templates, "pubmedqa_instruction")
     with pytest.raises(TestSplitError):
-        refuse_test_split([test_question])
+        refuse_test_questions([test_question])
+    # without its PMID the question is still refused by its text
+    anonymous = test_question.model_copy(update={"id": "mine-1", "metadata": {}})
+    with pytest.raises(TestSplitError, match="question text equals pubmedqa test question"):
+        refuse_test_questions([anonymous])
     train = pubmedqa_train_questions(data_root / "pubmedqa", limit=None, seed=0)
     assert len(train) == 500
-    refuse_test_split(train)  # the 500 non-test questions pass
+    refuse_test_questions(train)  # the 500 non-test questions pass
 
 
 def test_mcq_builder_refuses_test_files(data_root: Path) -> None:
