@@ -70,9 +70,9 @@ def test_cot_generates_reasoning_then_scores_labels_after_it(engine: RecordingEn
     assert [kind for kind, _, _ in engine.calls] == ["generate", "score"]
     reason_prompts, choose_prompts = engine.calls[0][1], engine.calls[1][1]
     for answer, first, second in zip(answers, reason_prompts, choose_prompts, strict=True):
-        assert second.messages == first.messages
-        assert second.response_prefix.startswith(first.response_prefix + answer.completions[0].rstrip())
-        assert second.response_prefix.endswith("Therefore, the answer is")
+        assert second.prompt == first  # the answer is scored after the reasoning's own tokens, then the answer prefix
+        assert second.generation.text == answer.completions[0]
+        assert second.text == "\nTherefore, the answer is"
 
 
 def test_voc_verifies_each_option_once_in_one_batch_then_chooses_in_one_batch(engine: RecordingEngine) -> None:

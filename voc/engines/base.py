@@ -2,17 +2,25 @@
 
 Every backend (transformers, vLLM, an OpenAI-compatible server) implements these, so every
 strategy runs unchanged on all of them. Prompts are chat messages plus an optional start of
-the assistant's reply; engines turn them into text with the model's own chat template.
+the assistant's reply; engines turn them into text with the model's own chat template. A prompt
+can also continue a generation (`Continuation`): the tokens the model generated, then more text.
+
+How candidates are tokenized (the same in every engine, see `TokenizerEngine.encode_for_scoring`):
+a candidate's tokens are the tokens that `encode(prompt_text + candidate)` has beyond
+`encode(prompt_text)`, as lm-evaluation-harness does it, so a label is scored as the token(s) the
+model would see in that place, not as the string tokenized on its own (with SentencePiece
+tokenizers that add a dummy prefix, " A" alone is two tokens, after "Answer:" it is one).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -41,19 +49,46 @@ class ChatPrompt:
 
 @dataclass
 class Generation:
-    """One generated completion and its token counts."""
+    """One generated completion and its token counts.
+
+    `token_ids` are the generated tokens that make up `text`: cut before the stop string and without the
+    end-of-sequence token (a token that straddles the stop string is left out, so `text` may hold a few
+    more characters). `prompt_ids` are the prompt's tokens. Engines that tokenize locally fill both, so a
+    `Continuation` can go on from exactly these tokens instead of re-encoding the decoded text.
+    """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
+    prompt_ids: tuple[int, ...] = ()
+    token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A prompt that goes on after a generation: the generation's prompt, the tokens the model generated
+    (trailing whitespace dropped), then `text` (for example VoC's verdict prefix or cot's answer prefix)."""
+
+    prompt: ChatPrompt
+    generation: Generation
+    text: str
+
+
+Prompt = ChatPrompt | Continuation
 
 
 @dataclass
 class Scores:
-    """Log-probabilities of each candidate continuation of one prompt."""
+    """Log-probabilities of each candidate continuation of one prompt.
+
+    `context_ids` is the token sequence the candidates were scored after and `tokens[j]` the scored tokens
+    of candidate j (its part of the joint encoding), so a report or a test can show what was scored.
+    """
 
     logprobs: list[float]
     prompt_tokens: int
+    context_ids: tuple[int, ...] = ()
+    tokens: list[tuple[int, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,12 +121,13 @@ class Engine(ABC):
         """Complete every prompt; one result per prompt, in order."""
 
     @abstractmethod
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
         """Log-probability of each candidate string as the continuation of its prompt."""
 
     @abstractmethod
-    def render(self, prompt: ChatPrompt) -> str:
-        """The exact text fed to the model for this prompt (chat template applied)."""
+    def render(self, prompt: Prompt) -> str:
+        """The text fed to the model for this prompt (chat template applied); for a `Continuation`, the rendered
+        prompt, the generated text and the added text (the model gets the generated token ids themselves)."""
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
@@ -117,12 +153,14 @@ class TokenizerEngine(Engine):
     tokenizer: Any
     eos_ids: frozenset[int] = frozenset()
 
-    def render(self, prompt: ChatPrompt) -> str:
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, Continuation):
+            return self.render(prompt.prompt) + prompt.generation.text.rstrip() + prompt.text
         return render_chat(self.tokenizer, prompt)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a rendered prompt (a chat template already holds the special tokens)."""
-        return self.tokenizer(text, add_special_tokens=not getattr(self.tokenizer, "chat_template", None))["input_ids"]
+        return encode_rendered(self.tokenizer, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -142,25 +180,60 @@ class TokenizerEngine(Engine):
         return encoded
 
     def encode_for_scoring(
-        self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]
+        self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
     ) -> tuple[list[list[int]], list[list[list[int]]]]:
-        """Token ids of each prompt and of each of its candidates (validated: one non-empty list per prompt)."""
+        """Token ids of each prompt and of each of its candidates, from the joint encoding (see the module docstring).
+
+        A `ChatPrompt`'s text and each candidate are encoded together; the context is what all these encodings
+        share with the prompt's own encoding (normally the whole prompt) and each candidate's tokens are the rest.
+        A `Continuation` is the generation's prompt and generated token ids, then its text, which is encoded
+        jointly with the candidates in the same way, after a neutral anchor (`encode_after`).
+        """
         if len(prompts) != len(candidates):
             raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists; give one list per prompt")
-        contexts = [self.encode(self.render(p)) for p in prompts]
-        cand_ids = [[self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands] for cands in candidates]
-        for ctx, cands in zip(contexts, cand_ids, strict=True):
-            self.check_length(len(ctx), max((len(c) for c in cands), default=0))
-            if any(not c for c in cands):
+        contexts, cand_ids = [], []
+        for prompt, cands in zip(prompts, candidates, strict=True):
+            if isinstance(prompt, Continuation):
+                head = self.continuation_head(prompt)
+                context, tokens = joint_encoding(lambda text: encode_after(self.tokenizer, text), prompt.text, cands)
+                context = head + context
+            else:
+                context, tokens = joint_encoding(self.encode, self.render(prompt), cands)
+            if any(not t for t in tokens):
                 raise ValueError("a candidate continuation is empty; every candidate needs at least one token")
+            self.check_length(len(context), max((len(t) for t in tokens), default=0))
+            contexts.append(context)
+            cand_ids.append(tokens)
         return contexts, cand_ids
 
-    def make_generation(self, new_tokens: Sequence[int], prompt_tokens: int, stop: Sequence[str]) -> Generation:
+    def continuation_head(self, prompt: Continuation) -> list[int]:
+        """The prompt's ids and the generated ids of a continuation, without trailing whitespace-only tokens."""
+        generation = prompt.generation
+        head = list(generation.prompt_ids) if generation.prompt_ids else self.encode(self.render(prompt.prompt))
+        generated = list(generation.token_ids)
+        while generated and not self.tokenizer.decode(generated[-1:]).strip():
+            generated.pop()
+        return head + generated
+
+    def make_generation(self, new_tokens: Sequence[int], prompt_ids: Sequence[int], stop: Sequence[str]) -> Generation:
         """Cut generated ids at the first end-of-sequence token, decode them with the HF tokenizer (so equal
-        tokens give equal text on every engine) and cut the text at the first stop string."""
+        tokens give equal text on every engine) and cut the text at the first stop string. The kept token ids
+        are those whose text lies before the stop string."""
         n_new = next((k + 1 for k, t in enumerate(new_tokens) if t in self.eos_ids), len(new_tokens))
-        text = self.tokenizer.decode(list(new_tokens[:n_new]), skip_special_tokens=True)
-        return Generation(cut_at_stop(text, stop), prompt_tokens, n_new)
+        ids = [t for t in new_tokens[:n_new] if t not in self.eos_ids]
+        full = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = cut_at_stop(full, stop)
+        if len(text) < len(full):
+            ids = ids[: self._tokens_within(ids, text)]
+        return Generation(text, len(prompt_ids), n_new, tuple(prompt_ids), tuple(ids))
+
+    def _tokens_within(self, ids: Sequence[int], text: str) -> int:
+        """The largest k such that the first k ids decode to a start of `text`. Generation stops as soon as a stop
+        string appears, so the search walks back from the end and takes a few steps."""
+        k = len(ids)
+        while k and not text.startswith(self.tokenizer.decode(list(ids[:k]), skip_special_tokens=True)):
+            k -= 1
+        return k
 
     def count_generate(self, encoded: Sequence[Sequence[int]], results: Sequence[Generation]) -> None:
         self.stats.generate_calls += 1
@@ -170,6 +243,50 @@ class TokenizerEngine(Engine):
     def count_score(self, contexts: Sequence[Sequence[int]]) -> None:
         self.stats.score_calls += 1
         self.stats.prompt_tokens += sum(len(c) for c in contexts)
+
+
+def encode_rendered(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt: special tokens are added only when there is no chat template (which holds them)."""
+    return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
+def joint_encoding(encode: Callable[[str], list[int]], text: str, candidates: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """The context ids and each candidate's ids when `text + candidate` is encoded as one string.
+
+    The text's trailing whitespace moves onto the candidates (as lm-evaluation-harness does), the context is
+    the longest start that every joint encoding shares with the text's own encoding (all of it, unless the
+    tokenizer merges across the boundary) and each candidate's ids are the rest of its joint encoding.
+    """
+    stripped = text.rstrip()
+    space = text[len(stripped) :]
+    base = encode(stripped)
+    joints = [encode(stripped + space + c) for c in candidates]
+    shared = min((common_prefix_length(base, j) for j in joints), default=len(base))
+    return base[:shared], [j[shared:] for j in joints]
+
+
+ANCHORS = ("\n", "a")  # texts that end cleanly before what follows them in every tokenizer family we test
+
+
+def encode_after(tokenizer: Any, text: str) -> list[int]:
+    """The ids of `text` as it is tokenized when it follows other text: no special tokens and no dummy prefix.
+
+    Encoding `text` alone is wrong for SentencePiece layouts that prepend a space marker ("Verdict" would
+    become "▁Verdict"), so it is encoded after an anchor and the anchor's own ids are dropped. An anchor is used
+    only if its ids are a prefix of the joint encoding (it did not merge with the text); plain encoding is the
+    last resort.
+    """
+    for anchor in ANCHORS:
+        base = tokenizer(anchor, add_special_tokens=False)["input_ids"]
+        joint = tokenizer(anchor + text, add_special_tokens=False)["input_ids"]
+        if joint[: len(base)] == base:
+            return joint[len(base) :]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def next_token_requests(cand_ids: Sequence[Sequence[Sequence[int]]]) -> dict[tuple[int, tuple[int, ...]], list[int]]:
@@ -189,25 +306,55 @@ def sum_token_logprobs(
     cand_ids: Sequence[Sequence[Sequence[int]]], contexts: Sequence[Sequence[int]], logprob: dict[tuple[int, tuple[int, ...], int], float]
 ) -> list[Scores]:
     """Each candidate's log-probability: the sum over its tokens of log P(token | prompt + earlier tokens)."""
+    sums = [[sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands] for i, cands in enumerate(cand_ids)]
+    return make_scores(sums, contexts, cand_ids)
+
+
+def make_scores(
+    logprobs: Sequence[Sequence[float]], contexts: Sequence[Sequence[int]], cand_ids: Sequence[Sequence[Sequence[int]]]
+) -> list[Scores]:
+    """One `Scores` per prompt, with the context and candidate tokens that were scored."""
     return [
-        Scores([sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands], len(contexts[i]))
-        for i, cands in enumerate(cand_ids)
+        Scores(list(lps), len(ctx), tuple(ctx), [tuple(c) for c in cands])
+        for lps, ctx, cands in zip(logprobs, contexts, cand_ids, strict=True)
     ]
 
 
 def render_chat(tokenizer: Any, prompt: ChatPrompt) -> str:
-    """Apply a Hugging Face tokenizer's chat template, then append the response prefix.
+    """Apply a Hugging Face tokenizer's chat template; the response prefix starts the assistant's turn.
 
-    Tokenizers without a chat template get a plain `Role: text` layout.
+    A response prefix is rendered as a final assistant message that the template continues
+    (`continue_final_message`), so templates that open the assistant turn with more than the generation
+    prompt (a space after Llama-2's `[/INST]`, an empty reasoning block) stay correct; templates that drop
+    such a message get the generation prompt and the prefix appended. Templates that refuse a system message
+    (Gemma's) get it at the start of the first user message. Tokenizers without a chat template get a plain
+    `Role: text` layout.
     """
     messages = list(prompt.messages)
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
+    if not getattr(tokenizer, "chat_template", None):
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages) + "Assistant:"
         if prompt.response_prefix and not prompt.response_prefix.startswith((" ", "\n")):
             text += " "
-    return text + prompt.response_prefix
+        return text + prompt.response_prefix
+    try:
+        return _apply_template(tokenizer, messages, prompt.response_prefix)
+    except TemplateError:
+        if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+            raise
+        system, first, *rest = messages
+        merged = [{"role": first["role"], "content": system["content"] + "\n\n" + first["content"]}, *rest]
+        return _apply_template(tokenizer, merged, prompt.response_prefix)
+
+
+def _apply_template(tokenizer: Any, messages: list[dict[str, str]], response_prefix: str) -> str:
+    if response_prefix:
+        try:
+            return tokenizer.apply_chat_template(
+                [*messages, {"role": "assistant", "content": response_prefix}], tokenize=False, continue_final_message=True
+            )
+        except ValueError:  # the template drops or rewrites the final message: append the prefix to the generation prompt
+            pass
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + response_prefix
 
 
 def softmax(logprobs: Sequence[float]) -> list[float]:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from voc.engines.base import ChatPrompt, Generation, SamplingParams, Scores, TokenizerEngine
+from voc.engines.base import ChatPrompt, Generation, Prompt, SamplingParams, Scores, TokenizerEngine, common_prefix_length, make_scores
 from voc.engines.hf_attention import ReservedKVCache, use_grouped_attention
 from voc.models import resolve_model
 
@@ -76,14 +76,6 @@ class PrefixGroup:
 
     prefix: list[int]
     members: list[int] = field(default_factory=list)
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for k in range(n):
-        if a[k] != b[k]:
-            return k
-    return n
 
 
 def group_by_prefix(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHARED_PREFIX) -> list[PrefixGroup]:
@@ -377,7 +369,7 @@ class HFEngine(TokenizerEngine):
                 new_tokens = self._decode(logits, cache, mask, positions, params, generator)
                 del cache
                 for index, new in zip(rows, new_tokens, strict=True):
-                    results[index] = self.make_generation(new, len(encoded[index]), params.stop)
+                    results[index] = self.make_generation(new, encoded[index], params.stop)
                 bar.update(len(rows))
         done = [g for g in results if g is not None]
         self.count_generate(encoded, done)
@@ -385,7 +377,7 @@ class HFEngine(TokenizerEngine):
 
     # -- scoring -------------------------------------------------------------------------
     @torch.inference_mode()
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
         contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
         results: list[list[float]] = [[0.0] * len(c) for c in candidates]
         room = max((len(c) for cands in cand_ids for c in cands), default=1)
@@ -400,7 +392,7 @@ class HFEngine(TokenizerEngine):
                 del cache
                 bar.update(len(rows))
         self.count_score(contexts)
-        return [Scores(lp, len(ctx)) for lp, ctx in zip(results, contexts, strict=True)]
+        return make_scores(results, contexts, cand_ids)
 
     def _score_continuations(
         self,

@@ -29,10 +29,10 @@ from typing import Any
 from voc.engines.base import (
     ChatPrompt,
     Generation,
+    Prompt,
     SamplingParams,
     Scores,
     TokenizerEngine,
-    cut_at_stop,
     next_token_requests,
     sum_token_logprobs,
 )
@@ -172,16 +172,16 @@ class OpenAIEngine(TokenizerEngine):
         for ids, response in zip(encoded, self._complete_all(bodies), strict=True):
             choice = response["choices"][0]
             token_ids = choice.get("token_ids")
-            if token_ids is not None:  # decode locally, so that equal tokens give the same text as the other engines
-                results.append(self.make_generation(token_ids, len(ids), params.stop))
-            else:
-                text = choice.get("text") or ""
-                n_new = int((response.get("usage") or {}).get("completion_tokens") or self.count_tokens(text))
-                results.append(Generation(cut_at_stop(text, params.stop), len(ids), n_new))
+            if token_ids is None:
+                raise ServerError(
+                    f"the server at {self.base_url} returned no generated token ids; voc needs vLLM's `return_token_ids` "
+                    "(vLLM >= 0.10.2) so that later rounds continue from the generated tokens"
+                )
+            results.append(self.make_generation(token_ids, ids, params.stop))  # decoded locally: equal tokens, equal text
         self.count_generate(encoded, results)
         return results
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
         contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
         keys, bodies = [], []
         for (i, prefix), ordered in next_token_requests(cand_ids).items():

@@ -38,7 +38,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from voc.engines.base import ChatPrompt, Generation, SamplingParams, Scores, TokenizerEngine, next_token_requests, sum_token_logprobs
+from voc.engines.base import (
+    ChatPrompt,
+    Generation,
+    Prompt,
+    SamplingParams,
+    Scores,
+    TokenizerEngine,
+    next_token_requests,
+    sum_token_logprobs,
+)
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -156,11 +165,11 @@ class VLLMEngine(TokenizerEngine):
         else:
             sampling = self._vllm.SamplingParams(**common, seed=params.seed)
         outputs = self._run(encoded, sampling, desc)
-        results = [self.make_generation(out.outputs[0].token_ids, len(ids), params.stop) for ids, out in zip(encoded, outputs, strict=True)]
+        results = [self.make_generation(out.outputs[0].token_ids, ids, params.stop) for ids, out in zip(encoded, outputs, strict=True)]
         self.count_generate(encoded, results)
         return results
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
         contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
 
         # One request per distinct (prompt, candidate prefix); it asks for every token that follows that prefix.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voc.engines.base import ChatPrompt, Engine
+from voc.engines.base import ChatPrompt, Continuation, Engine
 from voc.strategies.base import CANDIDATE_ROOM, Strategy, label_probabilities, make_answer
 from voc.types import Answer, Question
 
@@ -30,9 +30,7 @@ class ChainOfThought(Strategy):
         params = self.params.model_copy(update={"stop": (*self.params.stop, self.templates.block(TEMPLATE, "stop"))})
         with self.timed("reason"):
             reasonings = engine.generate(prompts, params, desc="cot: reason")
-        choose = [
-            p.with_response_prefix(p.response_prefix + g.text.rstrip() + answer_prefix) for p, g in zip(prompts, reasonings, strict=True)
-        ]
+        choose = [Continuation(p, g, answer_prefix) for p, g in zip(prompts, reasonings, strict=True)]  # after the generated tokens
         with self.timed("choose"):
             scores = engine.score(choose, [self.candidates(TEMPLATE, q) for q, _ in fitted], desc="cot: choose")
         return [

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from voc.engines.base import ChatPrompt, Engine, SamplingParams, softmax
+from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
 from voc.prompts import Templates
 from voc.strategies.base import CANDIDATE_ROOM, Strategy, make_answer
 from voc.types import Answer, Question, Verification
@@ -70,7 +70,7 @@ class VerificationOfChoice(Strategy):
         for (q, lab), prompt, g in zip(pairs, verify_prompts, generations, strict=True):
             option = {"label": lab, "text": q.options[lab]}
             verdict_prefix = self.templates.block(VERIFY, "verdict_prefix", question=q, option=option)
-            verdict_prompts.append(prompt.with_response_prefix(prompt.response_prefix + g.text.rstrip() + verdict_prefix))
+            verdict_prompts.append(Continuation(prompt, g, verdict_prefix))  # scored after the generated tokens, not re-encoded text
             verdict_candidates.append([self.templates.block(VERIFY, f"verdict_{v}", option=option) for v in ("true", "false")])
 
         by_question: list[list[dict[str, str]]] = []
