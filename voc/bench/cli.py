@@ -122,10 +122,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
     if outcome.dropped_torn_line:
         print(f"voc: dropped a torn last line of {out}/records.jsonl left by an interrupted run; it was recomputed", file=sys.stderr)
+    if outcome.stale:
+        print(
+            f"voc: {outcome.stale} earlier result(s) were made from other prompts (prompt hash changed) and were recomputed",
+            file=sys.stderr,
+        )
     print(
         f"{outcome.computed} answered, {outcome.reused} reused from earlier sessions, {outcome.errors} errors; report: {out / 'report.md'}"
     )
     results = json.loads((out / "results.json").read_text())
+    for dataset, n in results["run"].get("duplicate_options", {}).items():
+        if n:
+            print(f"  {dataset}: {n} question(s) have options with the same text (kept, scored by label; see the report)")
     for r in results["results"]:
         if "/" not in r["group"]:
             ci = r["ci"]

@@ -5,7 +5,8 @@ Durability rules, so that an interrupted run (Ctrl-C, kill -9, crash, full disk)
 - a write that fails half-way (full disk) is cut back to the last complete line before the error is raised;
 - a kill during a write can leave a torn last line (bytes without a final newline): `RecordStore.load` drops it;
 - the latest record of a (dataset, strategy, question) wins, so a question that failed earlier is recomputed and
-  its new record supersedes the error record;
+  its new record supersedes the error record (an error does not replace a success made from the same prompt);
+- a resumed run reuses a record only when its `prompt_hash` equals the current run's hash of that question's prompts;
 - small metadata files (fingerprint.json, run.json, reports) are written to a temporary file and renamed.
 """
 
@@ -62,7 +63,10 @@ class ResultRecord(BaseModel):
     choice_logprobs: dict[str, float] = Field(default_factory=dict)
     verifications: dict[str, VerificationRecord] = Field(default_factory=dict)
     completions: list[str] = Field(default_factory=list)
-    prompt_hash: str = Field(default="", description="sha256 of the rendered first-round prompt(s) of this question")
+    prompt_hash: str = Field(default="", description="sha256 of the rendered first-round prompt(s); checked when a run resumes")
+    duplicate_options: list[list[str]] = Field(
+        default_factory=list, description="labels of options with the same text (the question is kept and flagged)"
+    )
     prompt_tokens: int = 0
     completion_tokens: int = 0
     context_truncated: bool = False
@@ -88,12 +92,22 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def aside_stamp() -> str:
+    """The time part of a set-aside records file's name, e.g. 20261125T101500."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
 class RunFingerprint(BaseModel):
-    """Everything that decides the results of a run; a changed fingerprint means the old records are not comparable."""
+    """Everything that decides the results of a run; a changed fingerprint means the old records are not comparable.
+
+    `model` identifies the model by content (voc.models.model_fingerprint), so moving a model folder keeps the
+    fingerprint and re-training into the same folder changes it. Fields added after the first release have defaults,
+    so that an older fingerprint.json is read and reported as a changed configuration rather than as a broken file.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
+    model: str = Field(description="sha256 of the model's files, or the hub id / served name where they are not local")
     engine: str
     engine_options: dict[str, Any] = Field(default_factory=dict)
     datasets: list[str]
@@ -103,6 +117,8 @@ class RunFingerprint(BaseModel):
     params: dict[str, Any]
     templates_hash: str
     final_rule: str
+    voc_version: str = ""
+    chunk_size: int | None = Field(default=None, description="questions per strategy call (batch composition)")
 
     def differences(self, other: RunFingerprint) -> list[str]:
         """Names of the fields that differ, e.g. ['params', 'templates_hash']."""
@@ -251,11 +267,12 @@ class RecordStore:
 
 
 def latest_by_key(records: Iterable[ResultRecord]) -> dict[tuple[str, str, str], ResultRecord]:
-    """The last record of each (dataset, strategy, question); a successful record is never replaced by an error."""
+    """The last record of each (dataset, strategy, question). A success is not replaced by a later error from the same
+    prompt (a transient failure of a re-run), but is by anything made from another prompt (it was stale)."""
     latest: dict[tuple[str, str, str], ResultRecord] = {}
     for record in records:
         previous = latest.get(record.key)
-        if previous is not None and previous.ok and not record.ok:
+        if previous is not None and previous.ok and not record.ok and previous.prompt_hash == record.prompt_hash:
             continue
         latest[record.key] = record
     return latest
@@ -289,7 +306,8 @@ class RunFolder:
         """Make this folder the home of a run with `fingerprint`; True when earlier records may be resumed.
 
         A folder holding another configuration's results is refused (BenchError), unless `force`: then its
-        records are moved aside to records.<time>.jsonl (never deleted) and the run starts afresh.
+        records are moved aside to records.<time>.jsonl, or records.<time>.<n>.jsonl when that name is taken
+        (never deleted, never overwritten), and the run starts afresh.
         """
         if self.path.exists() and not self.path.is_dir():
             raise BenchError(f"--out {self.path} is a file; give a folder")
@@ -318,10 +336,19 @@ class RunFolder:
 
     def _set_aside(self) -> None:
         if self.records.exists():
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            target = self.path / f"records.{stamp}.jsonl"
+            target = self.aside_path()
             os.replace(self.records.path, target)
+            fsync_dir(self.path)
             log.warning("moved the records of the earlier configuration to %s", target)
+
+    def aside_path(self) -> Path:
+        """A free name for set-aside records: records.<UTC time to the second>.jsonl, then .1, .2, ... in that second."""
+        stamp = aside_stamp()
+        target, n = self.path / f"records.{stamp}.jsonl", 0
+        while target.exists():
+            n += 1
+            target = self.path / f"records.{stamp}.{n}.jsonl"
+        return target
 
     def read_run_info(self) -> dict[str, Any]:
         path = self.path / RUN_FILE

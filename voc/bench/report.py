@@ -53,17 +53,25 @@ def build_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], RunSumm
     summary = summarise(records, strategies)
     sessions = info.get("sessions", [])
     datasets: dict[str, set[str]] = {}
+    flagged: dict[str, set[str]] = {}
     for r in records:
         datasets.setdefault(r.dataset, set()).add(r.question_id)
+        flagged.setdefault(r.dataset, set())
+        if r.duplicate_options:
+            flagged[r.dataset].add(r.question_id)
+    config = info.get("config") or {}
     run = {
         "folder": str(folder.path),
+        "model": config.get("model") or ("default (embedded SmolLM2-135M-Instruct)" if config else None),
         "fingerprint": fingerprint.model_dump(mode="json") if fingerprint else None,
         "model_path": next((s.get("model_name") for s in reversed(sessions) if s.get("model_name")), None),
         "questions": {name: len(ids) for name, ids in datasets.items()},
+        "duplicate_options": {name: len(ids) for name, ids in flagged.items()},
         "strategies": [s for s in strategies if any(r.strategy == s for r in records)] or sorted({r.strategy for r in records}),
         "started": sessions[0]["started"] if sessions else None,
         "finished": next((s.get("finished") for s in reversed(sessions) if s.get("finished")), None),
         "sessions": len(sessions),
+        "stale_recomputed": sum(int(s.get("stale_prompt_hash") or 0) for s in sessions),
         "command": sessions[0].get("command") if sessions else None,
         "hardware": sessions[-1].get("hardware") if sessions else None,
         "complete": bool(sessions) and sessions[-1].get("status") == "finished",
@@ -120,8 +128,9 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
     if not run["complete"]:
         lines += ["> **Incomplete run**: the last session did not finish; re-run the same command to complete it.", ""]
     lines += [
-        f"- Model: `{fp.get('model', '?')}`"
-        + (f" (`{run['model_path']}`)" if run.get("model_path") and run["model_path"] != fp.get("model") else ""),
+        f"- Model: `{run.get('model') or '?'}`"
+        + (f" (`{run['model_path']}`)" if run.get("model_path") and run["model_path"] != run.get("model") else "")
+        + (f", content {str(fp['model'])[:19]}" if str(fp.get("model", "")).startswith("sha256:") else ""),
         f"- Engine: `{fp.get('engine', '?')}`" + (f" {fp.get('engine_options')}" if fp.get("engine_options") else ""),
         f"- Hardware: {hw or 'unknown'}",
         "- Questions: "
@@ -133,6 +142,16 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}",
         f"- Date: {run.get('started') or '?'} to {run.get('finished') or '?'} ({run['sessions']} session(s))",
     ]
+    if run.get("stale_recomputed"):
+        lines.append(
+            f"- Recomputed on resume: {run['stale_recomputed']} earlier result(s) whose prompt hash differed from the resumed run's"
+        )
+    flagged = {name: n for name, n in run.get("duplicate_options", {}).items() if n}
+    if flagged:
+        lines.append(
+            "- Flagged questions (two or more options with the same text; kept, since answers are scored by label): "
+            + ", ".join(f"{name} {n}" for name, n in flagged.items())
+        )
     if run.get("command"):
         lines.append(f"- Command: `{' '.join(run['command'])}`")
     lines += [
@@ -335,7 +354,7 @@ def write_report(path: str | os.PathLike[str]) -> list[Path]:
     pooled = [r for r in summary.results if "/" not in r.group]
     plots: list[str] = []
     if any(r.accuracy is not None for r in pooled):
-        plot_accuracy(pooled, folder / ACCURACY_PLOT, f"{results['run']['fingerprint']['model'] if results['run']['fingerprint'] else ''}")
+        plot_accuracy(pooled, folder / ACCURACY_PLOT, str(results["run"].get("model") or ""))
         plots.append(ACCURACY_PLOT)
     subjects = [r for r in summary.results if "/" in r.group]
     if subjects:
@@ -368,7 +387,7 @@ def compare_runs(paths: Sequence[str | os.PathLike[str]]) -> str:
         fp = results["run"].get("fingerprint") or {}
         questions = ", ".join(f"{d} {n}" for d, n in results["run"]["questions"].items())
         lines.append(
-            f"- run {k + 1}: `{name}`: model `{fp.get('model')}`, engine {fp.get('engine')}, {questions}, "
+            f"- run {k + 1}: `{name}`: model `{results['run'].get('model')}`, engine {fp.get('engine')}, {questions}, "
             f"max_tokens {fp.get('params', {}).get('max_tokens')}, started {results['run'].get('started')}"
         )
     keys = list(dict.fromkeys((r.group, r.strategy) for _, _, s, _ in runs for r in s.results))

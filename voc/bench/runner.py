@@ -3,19 +3,26 @@
 - Every strategy sees the same questions (one seeded, label-stratified sample per dataset), so strategies can be
   compared pairwise.
 - One engine is shared by all strategies of the run.
-- Resuming: records already in the output folder are kept; only missing (or failed) questions are computed.
-- A chunk that raises is retried once; if it fails again, each of its questions is tried alone once, and those
-  that still fail are recorded as errors with the message. The run goes on; the report counts the errors.
+- The run fingerprint identifies the model by content (config, tokenizer, chat template and weight files), so a
+  model re-trained into the same folder is a changed configuration, and a model moved to another folder is not.
+- Resuming: records already in the output folder are kept when their prompt hash equals the current run's hash of
+  the same question's prompts; only missing, failed or stale questions are computed.
+- A chunk that raises an error that can pass (`is_transient`: a dead engine, a timeout, a lost connection, HTTP 5xx)
+  is retried once; then, or at once after a deterministic error (a prompt too long, a template error, a ValueError),
+  each of its questions is tried alone, so one bad question does not fail the others. Those that still fail are
+  recorded as errors with the message. The run goes on; the report counts the errors.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
 import platform
 import re
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+import voc
 from voc.api import VoC
 from voc.bench.records import (
     BenchError,
@@ -37,6 +45,7 @@ from voc.bench.records import (
 )
 from voc.datasets import DATASETS, load_dataset, stratified_sample
 from voc.engines import ENGINES, Engine, SamplingParams, make_engine
+from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
 from voc.strategies import FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
 from voc.types import Answer, Question
@@ -126,10 +135,20 @@ def questions_hash(questions: Sequence[Question]) -> str:
     return digest.hexdigest()
 
 
+def model_identity(config: BenchConfig) -> str:
+    """What names the run's model in its fingerprint: a hash of its content (voc.models.model_fingerprint) for local
+    models and the embedded default, the hub id for a model that is not local, and the served name for `openai`
+    (the server's files are not visible from here; its base_url and tokenizer are in the engine options)."""
+    if config.engine == "openai":
+        return f"served:{config.model or '(the first model the server lists)'}"
+    return model_fingerprint(resolve_model(config.model))
+
+
 def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, list[Question]]) -> RunFingerprint:
+    """The fingerprint of a run: model content, engine, questions, sampling, templates, voc version, chunk size."""
     options = {k: v for k, v in sorted(config.engine_options.items()) if v is not None and not SECRET_OPTIONS.search(k)}
     return RunFingerprint(
-        model=config.model or "default (embedded SmolLM2-135M-Instruct)",
+        model=model_identity(config),
         engine=config.engine,
         engine_options=options,
         datasets=list(plan),
@@ -139,6 +158,8 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         params=config.params().model_dump(mode="json"),
         templates_hash=templates.source_hash(),
         final_rule=config.final_rule,
+        voc_version=voc.__version__,
+        chunk_size=config.chunk_size,
     )
 
 
@@ -164,6 +185,15 @@ def prompt_hash(strategy: Strategy, question: Question, engine: Engine) -> str:
     return hashlib.sha256("\0".join(engine.render(p) for p in prompts).encode()).hexdigest()
 
 
+def safe_prompt_hash(strategy: Strategy, question: Question, engine: Engine) -> str:
+    """`prompt_hash`, or '' (logged) when the prompts cannot be built; a record with '' is never reused on resume."""
+    try:
+        return prompt_hash(strategy, question, engine)
+    except Exception as exc:
+        log.warning("could not hash the prompt of %s: %s", question.id, error_message(exc))
+        return ""
+
+
 def answer_record(dataset: str, question: Question, answer: Answer, **fields: Any) -> ResultRecord:
     return ResultRecord(
         question_id=question.id,
@@ -183,6 +213,7 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         prompt_tokens=answer.prompt_tokens,
         completion_tokens=answer.completion_tokens,
         context_truncated=answer.context_truncated,
+        duplicate_options=question.duplicate_options,
         **fields,
     )
 
@@ -196,6 +227,7 @@ def error_record(dataset: str, strategy: str, question: Question, message: str, 
         labels=question.labels,
         gold=question.gold,
         error=message,
+        duplicate_options=question.duplicate_options,
         **fields,
     )
 
@@ -234,6 +266,70 @@ class RoundBars(Engine):
 
 # --- answering with retries -------------------------------------------------------------------------------------
 
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.ECONNREFUSED,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ENETRESET,
+        errno.EAGAIN,
+    }
+)
+HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")  # how voc.engines.openai.ServerError messages give the status
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error raised while answering can pass when the same questions are tried again.
+
+    Transient, so retried: a lost or refused connection and a timeout (ConnectionError, TimeoutError, OSError from a
+    socket, httpx transport errors), a server answering HTTP 5xx, 408 or 429 (voc.engines.openai.ServerError, httpx
+    status errors) or not answering in time, and a crashed or dead engine (RuntimeError, MemoryError).
+    Deterministic, so recorded once with its message: everything else, in particular a prompt that does not fit
+    (PromptTooLongError), a template error (TemplateVariableError, any jinja2 TemplateError), any other ValueError,
+    KeyError or TypeError, and the engine's refusals such as a model the server does not serve.
+    """
+    from jinja2 import TemplateError
+
+    if isinstance(error, ConnectionError | TimeoutError | socket.herror | socket.gaierror):
+        return True
+    status = http_status(error)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
+    if type(error).__name__ == "ServerError":  # voc.engines.openai.ServerError without a status: a timeout or a refusal
+        return "did not answer in time" in str(error)
+    if _is_httpx_error(error):  # transport errors: connect, read, write, pool, protocol, timeouts
+        return True
+    if isinstance(error, OSError):  # a socket error is transient; a missing or unreadable file is not
+        return error.errno in TRANSIENT_ERRNOS
+    if isinstance(error, ValueError | KeyError | TypeError | TemplateError | NotImplementedError | RecursionError):
+        return False
+    return isinstance(error, RuntimeError | MemoryError)
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status code an error carries (httpx.HTTPStatusError, an openai ServerError's message), else None."""
+    status = getattr(error, "status_code", None)
+    response = getattr(error, "response", None)
+    if status is None and response is not None:
+        status = getattr(response, "status_code", None)
+    if status is None and type(error).__name__ == "ServerError":
+        match = HTTP_STATUS.search(str(error))
+        status = int(match.group(1)) if match else None
+    return status if isinstance(status, int) else None
+
+
+def _is_httpx_error(error: BaseException) -> bool:
+    try:
+        import httpx
+    except ImportError:
+        return False
+    return isinstance(error, httpx.HTTPError)
+
 
 @dataclass
 class ChunkOutcome:
@@ -244,7 +340,9 @@ class ChunkOutcome:
 
 
 def answer_chunk(answer_batch: Callable[[list[Question]], list[Answer]], chunk: list[Question]) -> ChunkOutcome:
-    """Answer a chunk; retry it once on an exception, then try each question alone once."""
+    """Answer a chunk. A transient error (`is_transient`) retries the whole chunk once; if it fails again, or at once
+    after a deterministic error, each question is tried alone, so that only the questions that fail are recorded as
+    errors. A question's attempts count every call it was part of."""
 
     def attempt(questions: list[Question]) -> list[Answer]:
         answers = answer_batch(questions)
@@ -252,15 +350,22 @@ def answer_chunk(answer_batch: Callable[[list[Question]], list[Answer]], chunk: 
             raise RuntimeError(f"the strategy returned {len(answers)} answers for {len(questions)} questions, or out of order")
         return answers
 
+    tries = 0
     last: Exception | None = None
-    for tries in (1, 2):
+    while tries < 2:
+        tries += 1
         try:
             return ChunkOutcome(list(attempt(chunk)), [tries] * len(chunk))
         except Exception as exc:
             last = exc
-            log.warning("chunk of %d questions failed (attempt %d of 2): %s", len(chunk), tries, error_message(exc))
+            transient = is_transient(exc)
+            retry = "retrying" if transient and tries < 2 else "not retried"
+            kind = "transient" if transient else "deterministic"
+            log.warning("chunk of %d questions failed (attempt %d, %s error, %s): %s", len(chunk), tries, kind, retry, error_message(exc))
+            if not transient:
+                break
     if len(chunk) == 1:
-        return ChunkOutcome([error_message(last)], [2])  # type: ignore[arg-type]
+        return ChunkOutcome([error_message(last)], [tries])  # type: ignore[arg-type]
     answers: list[Answer | str] = []
     for question in chunk:  # isolate the questions that fail
         try:
@@ -268,7 +373,7 @@ def answer_chunk(answer_batch: Callable[[list[Question]], list[Answer]], chunk: 
         except Exception as exc:
             log.warning("question %s failed: %s", question.id, error_message(exc))
             answers.append(error_message(exc))
-    return ChunkOutcome(answers, [3] * len(chunk))
+    return ChunkOutcome(answers, [tries + 1] * len(chunk))
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
@@ -284,6 +389,7 @@ class BenchOutcome:
     computed: int  # answered in this call
     errors: int  # recorded as errors in this call
     dropped_torn_line: bool = False
+    stale: int = 0  # earlier successes recomputed because their prompt hash differs from this run's
     report_files: list[Path] = field(default_factory=list)
 
 
@@ -320,7 +426,10 @@ def run_bench(
     command: Sequence[str] | None = None,
     write_report: bool = True,
 ) -> BenchOutcome:
-    """Run (or resume) the benchmark described by `config`; `engine` reuses an already started engine."""
+    """Run (or resume) the benchmark described by `config`; `engine` reuses an already started engine.
+
+    The engine is started even when every question has a record, since checking the records' prompt hashes needs it.
+    """
     config.check()
     templates = Templates(config.templates)
     plan = plan_questions(config)
@@ -329,24 +438,14 @@ def run_bench(
     folder.claim(fingerprint, force=config.force)
     earlier = folder.records.load()
     dropped = folder.records.dropped_bytes > 0
-    done = {key for key, r in latest_by_key(earlier).items() if r.ok}
-
-    todo: list[tuple[str, str, list[Question]]] = []  # (dataset, strategy, missing questions)
-    for dataset, questions in plan.items():
-        for strategy in config.strategies:
-            missing = [q for q in questions if (dataset, strategy, q.id) not in done]
-            if missing:
-                todo.append((dataset, strategy, missing))
     planned = sum(len(qs) for qs in plan.values()) * len(config.strategies)
-    n_todo = sum(len(m) for _, _, m in todo)
-    outcome = BenchOutcome(folder.path, planned, planned - n_todo, 0, 0, dropped)
+    outcome = BenchOutcome(folder.path, planned, 0, 0, 0, dropped)
 
-    session = {
+    session: dict[str, Any] = {
         "id": os.urandom(6).hex(),
         "started": now_iso(),
         "command": list(command) if command is not None else None,
         "hardware": describe_hardware(),
-        "to_compute": n_todo,
         "status": "running",
     }
     info = folder.read_run_info()
@@ -354,34 +453,39 @@ def run_bench(
     info.setdefault("sessions", []).append(session)
     folder.write_run_info(info)
 
-    own_engine = engine is None and n_todo > 0
+    own_engine = engine is None
     try:
-        if n_todo:
-            if engine is None:
-                sizes = {"batch_size": config.batch_size} if config.engine == "hf" else {}  # vllm and servers batch by themselves
-                engine = make_engine(config.engine, config.model, **sizes, **config.engine_options)
-            session["model_name"] = engine.model_name
-            session["engine"] = type(engine).__name__
-            shared = RoundBars(engine, show=progress)  # one engine for every strategy
-            runners = {
-                s: VoC(engine=shared, strategy=s, params=config.params(), final_rule=config.final_rule, templates=config.templates)  # type: ignore[arg-type]
-                for s in config.strategies
-            }
-            chunk_number = max((r.chunk for r in earlier), default=-1) + 1
-            with tqdm(total=n_todo, desc="bench", unit="question", disable=not progress, position=0) as bar:
-                for dataset, strategy, missing in todo:
-                    runner = runners[strategy]
-                    bar.set_postfix_str(f"{dataset} / {strategy}")
-                    n_chunks = -(-len(missing) // config.chunk_size)
-                    for start in range(0, len(missing), config.chunk_size):
-                        chunk = missing[start : start + config.chunk_size]
-                        shared.label = f"{dataset} [{start // config.chunk_size + 1}/{n_chunks}]"
-                        records = _run_chunk(runner, engine, dataset, strategy, chunk, chunk_number, session["id"])
-                        folder.records.append(records)
-                        chunk_number += 1
-                        outcome.computed += sum(1 for r in records if r.ok)
-                        outcome.errors += sum(1 for r in records if not r.ok)
-                        bar.update(len(chunk))
+        if engine is None:
+            sizes = {"batch_size": config.batch_size} if config.engine == "hf" else {}  # vllm and servers batch by themselves
+            engine = make_engine(config.engine, config.model, **sizes, **config.engine_options)
+        session["model_name"] = engine.model_name
+        session["engine"] = type(engine).__name__
+        shared = RoundBars(engine, show=progress)  # one engine for every strategy
+        runners = {
+            s: VoC(engine=shared, strategy=s, params=config.params(), final_rule=config.final_rule, templates=config.templates)  # type: ignore[arg-type]
+            for s in config.strategies
+        }
+        todo, outcome.stale = plan_work(plan, latest_by_key(earlier), {s: r.strategy for s, r in runners.items()}, engine)
+        n_todo = sum(len(m) for _, _, m in todo)
+        outcome.reused = planned - n_todo
+        session.update(to_compute=n_todo, stale_prompt_hash=outcome.stale)
+        if outcome.stale:
+            log.warning("%d earlier record(s) were made from other prompts (prompt hash changed); recomputing them", outcome.stale)
+        chunk_number = max((r.chunk for r in earlier), default=-1) + 1
+        with tqdm(total=n_todo, desc="bench", unit="question", disable=not progress or not n_todo, position=0) as bar:
+            for dataset, strategy, missing in todo:
+                runner = runners[strategy]
+                bar.set_postfix_str(f"{dataset} / {strategy}")
+                n_chunks = -(-len(missing) // config.chunk_size)
+                for start in range(0, len(missing), config.chunk_size):
+                    chunk = missing[start : start + config.chunk_size]
+                    shared.label = f"{dataset} [{start // config.chunk_size + 1}/{n_chunks}]"
+                    records = _run_chunk(runner, engine, dataset, strategy, chunk, chunk_number, session["id"])
+                    folder.records.append(records)
+                    chunk_number += 1
+                    outcome.computed += sum(1 for r in records if r.ok)
+                    outcome.errors += sum(1 for r in records if not r.ok)
+                    bar.update(len(chunk))
         session["status"] = "finished"
     except KeyboardInterrupt:
         session["status"] = "interrupted"
@@ -404,6 +508,35 @@ def run_bench(
     return outcome
 
 
+def plan_work(
+    plan: dict[str, list[Question]],
+    latest: dict[tuple[str, str, str], ResultRecord],
+    strategies: dict[str, Strategy],
+    engine: Engine,
+) -> tuple[list[tuple[str, str, list[Question]]], int]:
+    """What to compute: (dataset, strategy, questions) in plan order, and how many earlier successes are stale.
+
+    An earlier success is reused only when its stored prompt_hash equals the hash of the prompts this run would send
+    for the same question (`prompt_hash`); otherwise (other prompts, or no hash) it is stale and computed again.
+    Missing and failed questions are computed.
+    """
+    todo: list[tuple[str, str, list[Question]]] = []
+    stale = 0
+    for dataset, questions in plan.items():
+        for name, strategy in strategies.items():
+            missing = []
+            for question in questions:
+                record = latest.get((dataset, name, question.id))
+                if record is not None and record.ok:
+                    if record.prompt_hash and record.prompt_hash == safe_prompt_hash(strategy, question, engine):
+                        continue
+                    stale += 1
+                missing.append(question)
+            if missing:
+                todo.append((dataset, name, missing))
+    return todo, stale
+
+
 def _merge(first: Sequence[str], second: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*first, *second]))
 
@@ -421,11 +554,7 @@ def _run_chunk(
     records = []
     for question, answer, attempts in zip(chunk, outcome.answers, outcome.attempts, strict=True):
         common = {"seconds": share, "round_seconds": rounds, "attempts": attempts, "chunk": chunk_number, "session": session}
-        try:
-            phash = prompt_hash(runner.strategy, question, engine)
-        except Exception as exc:
-            log.warning("could not hash the prompt of %s: %s", question.id, exc)
-            phash = ""
+        phash = safe_prompt_hash(runner.strategy, question, engine)
         if isinstance(answer, str):
             records.append(error_record(dataset, strategy, question, answer, prompt_hash=phash, **common))
         else:
