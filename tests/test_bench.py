@@ -429,14 +429,22 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path: Path, capsys: pyt
 
 
 def test_malformed_rows_stop_the_run_unless_skipping_is_asked_for(
-    tmp_path: Path, tiny_model_dir: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_model_dir: Path, data_root: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    lines = (data_root / "medmcqa" / "test.jsonl").read_text().splitlines()[:8]
+    lines[4] = lines[4][: len(lines[4]) // 2]  # a row torn in the middle
+    lines[6] = json.dumps({**json.loads(lines[6]), "answer_idx": "E"})  # a gold label that is not an option
+    root = tmp_path / "data"
+    (root / "medmcqa").mkdir(parents=True)
+    (root / "medmcqa" / "test.jsonl").write_text("\n".join(lines) + "\n")
     argv = ["bench", "--model", str(tiny_model_dir), "--dataset", "medmcqa", "--strategy", "direct", "--limit", "3", "--no-progress"]
-    assert main([*argv, "--out", str(tmp_path / "strict")]) == 2  # MedMCQA ships 14 rows with duplicate options
+    argv += ["--data-root", str(root)]
+    assert main([*argv, "--out", str(tmp_path / "strict")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "medmcqa/test.jsonl line 108" in err and "--skip-invalid" in err
+    assert len(err.splitlines()) == 1 and "medmcqa/test.jsonl line 5: invalid JSON" in err and "--skip-invalid" in err
     assert main([*argv, "--out", str(tmp_path / "lenient"), "--skip-invalid"]) == 0
     assert len(lines_of(tmp_path / "lenient")) == 3
+    assert "medmcqa: skipped 2 invalid rows in medmcqa/test.jsonl (first: line 5" in caplog.text  # counted, not dropped silently
 
 
 def test_report_puts_runs_side_by_side(base_run: Path, run_copy: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
