@@ -20,7 +20,8 @@ naming the source, the record and the test split, or (mode "filter") drops them 
 
 Normalisation: question texts are compared after casefolding, collapsing whitespace and stripping punctuation at
 the edges (`normalise`). Containment works on word sequences (`words`: casefolded runs of letters and digits), so
-line breaks, spacing and punctuation between words do not hide a pasted text.
+line breaks, spacing and punctuation between words do not hide a pasted text. The index keys Python dicts by the
+normalised texts themselves (hashed by Python, then compared in full), so a hash collision cannot make a false match.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class LeakageIndex:
     anchors: dict[tuple[str, ...], list[_Piece]] = field(default_factory=dict)  # first words -> pieces
     anchor_lengths: dict[str, tuple[int, ...]] = field(default_factory=dict)  # first word -> anchor lengths
     sizes: dict[str, int] = field(default_factory=dict)  # split -> test questions indexed
-    sentences: int = 0  # abstract sentences indexed
+    n_sentences: int = 0  # abstract sentences indexed
     missing: dict[str, str] = field(default_factory=dict)  # split -> why it could not be read
     seconds: float = 0.0
 
@@ -230,7 +231,7 @@ class LeakageIndex:
 
     def summary(self) -> dict[str, object]:
         """What the index was built from, for run.json."""
-        return {"checked": dict(self.sizes), "abstract_sentences": self.sentences, "missing": dict(self.missing),
+        return {"checked": dict(self.sizes), "abstract_sentences": self.n_sentences, "missing": dict(self.missing),
                 "seconds": round(self.seconds, 3), "data_root": str(self.root) if self.root else None}
 
 
@@ -338,7 +339,7 @@ def _add_pubmedqa(index: LeakageIndex, folder: Path, stems: dict[tuple[str, ...]
             tokens = tuple(words(sentence))
             if len(tokens) >= SENTENCE_MIN_WORDS and len(normalise(sentence)) >= SENTENCE_MIN_CHARS and seen[tokens] == 1:
                 _anchor(index, _Piece(tokens, (ref,), "sentence"))
-                index.sentences += 1
+                index.n_sentences += 1
 
 
 def _abstract_sentences(question: Question) -> list[str]:

@@ -72,7 +72,7 @@ def one_line_error(error: pytest.ExceptionInfo[TestSplitError]) -> str:
 def test_index_covers_every_test_split_and_is_cached(index: LeakageIndex, data_root: Path) -> None:
     assert index.sizes == {"pubmedqa": 500, "medqa": 1273, "medqa_5options": 1273, "medmcqa": 2816, "mmlu_medical": 1089}
     assert not index.missing
-    assert len(index.pmids) == 500 and index.sentences > 4000
+    assert len(index.pmids) == 500 and index.n_sentences > 4000
     assert leakage_index(data_root) is index  # built once per data root
     assert index.seconds < 10
 
