@@ -43,7 +43,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from voc.datasets import load_dataset, stratified_sample  # noqa: E402
-from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores, cut_at_stop  # noqa: E402
+from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores  # noqa: E402
 from voc.engines.hf import HFEngine  # noqa: E402
 from voc.engines.hf_attention import use_grouped_attention, use_stock_attention  # noqa: E402
 from voc.models import resolve_model  # noqa: E402
@@ -212,7 +212,6 @@ class NaiveTransformers(Engine):
     @torch.inference_mode()
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
         results = []
-        eos = self.hf.eos_ids
         for prompt in prompts:
             context = self.hf.encode(self.render(prompt))
             ids = torch.tensor([context], device=self.hf.device)
@@ -230,27 +229,23 @@ class NaiveTransformers(Engine):
                 pad_token_id=self.tokenizer.pad_token_id,
                 **kwargs,
             )
-            new = out[0, len(context) :].tolist()
-            n_new = next((k + 1 for k, t in enumerate(new) if t in eos), len(new))
-            text = cut_at_stop(self.tokenizer.decode(new[:n_new], skip_special_tokens=True), params.stop)
-            results.append(Generation(text, len(context), n_new))
+            results.append(self.hf.make_generation(out[0, len(context) :].tolist(), context, params.stop))
             self.stats.prompt_tokens += len(context)
-            self.stats.completion_tokens += n_new
+            self.stats.completion_tokens += results[-1].completion_tokens
         return results
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
         results = []
-        for prompt, cands in zip(prompts, candidates, strict=True):
-            context = self.hf.encode(self.render(prompt))
+        contexts, all_cand_ids = self.hf.encode_for_scoring(prompts, candidates)  # the same tokens as the engine scores
+        for context, cands in zip(contexts, all_cand_ids, strict=True):
             logprobs = []
-            for cand in cands:
-                cand_ids = self.tokenizer(cand, add_special_tokens=False)["input_ids"]
+            for cand_ids in cands:
                 ids = torch.tensor([context + cand_ids], device=self.hf.device)
                 lp = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
                 logprobs.append(sum(lp[len(context) + k - 1, t].item() for k, t in enumerate(cand_ids)))
                 self.stats.prompt_tokens += len(context) + len(cand_ids)
-            results.append(Scores(logprobs, len(context)))
+            results.append(Scores(logprobs, len(context), tuple(context), [tuple(c) for c in cands]))
         return results
 
 

@@ -43,7 +43,15 @@ from finetune.config import (
 from finetune.leakage import Guard, LeakageIndex, Match, TestSplitError, leakage_index, text_location
 from voc.datasets import DataError, load_dataset, load_pubmedqa, read_jsonl, stratified_sample
 from voc.datasets.common import display_name, iter_jsonl
-from voc.engines.base import ChatPrompt, PromptTooLongError, render_chat
+from voc.engines.base import (
+    ChatPrompt,
+    PromptTooLongError,
+    encode_after,
+    encode_rendered,
+    joint_encoding,
+    render_chat,
+    without_trailing_space,
+)
 from voc.prompts import Templates
 from voc.strategies import ChainOfThought, Direct, Strategy, VerificationOfChoice
 from voc.strategies.cot import TEMPLATE as COT
@@ -58,11 +66,21 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass
 class Example:
-    """One chat example: the prompt as inference sends it, and the reply the model should learn."""
+    """One chat example: the prompt as inference sends it, and the reply the model should learn.
+
+    `continuation` is text that inference appends after the tokens the model generated (VoC's verdict prefix and
+    verdict, cot's answer prefix and label); the model learns its tokens as the strategies score them.
+    """
 
     prompt: ChatPrompt
     response: str
     kind: str  # e.g. "voc_verify", "messages", "pubmedqa_instruction"
+    continuation: str = ""
+
+    @property
+    def target(self) -> str:
+        """The whole text the model learns after the prompt."""
+        return self.response + self.continuation
 
 
 @dataclass
@@ -230,7 +248,7 @@ def read_message_records(path: Path) -> list[tuple[int, Example]]:
 
 def example_text(example: Example) -> str:
     """Every message of a chat example and its reply, as one document (what the leakage check reads)."""
-    return "\n".join([*(m["content"] for m in example.prompt.messages), example.response])
+    return "\n".join([*(m["content"] for m in example.prompt.messages), example.target])
 
 
 INSTRUCTION_TEMPLATES = {"pubmedqa_instruction": "instruct_pubmedqa.jinja", "mcq_instruction": "instruct_mcq.jinja"}
@@ -271,11 +289,11 @@ def task_examples(
 ) -> list[Example]:
     """One question in each inference format, with the gold target continuing the prompt as the strategies continue it.
 
-    - voc_verify (one per option): verify_prompt(q, label) -> verification + verdict_prefix + verdict_true/false
-      (what the voc strategy scores after `generation.rstrip() + verdict_prefix`);
+    - voc_verify (one per option): verify_prompt(q, label) -> verification, then verdict_prefix + verdict_true/false
+      as the continuation (what the voc strategy scores after the generated verification's tokens);
     - voc_choose: choose_prompt(q, the target verifications) -> the gold candidate;
     - direct: Direct.prompt(q) -> the gold candidate;
-    - cot: reasoning_prompt(q) -> reasoning + answer_prefix + the gold candidate.
+    - cot: reasoning_prompt(q) -> reasoning, then answer_prefix + the gold candidate as the continuation.
 
     A question that matches a test split of `index` (default: the data root's) raises TestSplitError.
     """
@@ -290,8 +308,8 @@ def task_examples(
         verifications.append({"label": label, "option_text": option["text"], "text": text.strip()})
         if "voc_verify" in formats:
             verdict = templates.block(VERIFY, "verdict_true" if label == question.gold else "verdict_false", option=option)
-            response = text.rstrip() + templates.block(VERIFY, "verdict_prefix", question=question, option=option) + verdict
-            examples.append(Example(voc.verify_prompt(question, label), response, "voc_verify"))
+            verdict = templates.block(VERIFY, "verdict_prefix", question=question, option=option) + verdict
+            examples.append(Example(voc.verify_prompt(question, label), text.rstrip(), "voc_verify", verdict))
     if "voc_choose" in formats:
         candidate = voc.candidates("voc_choose.jinja", question)[question.labels.index(gold["label"])]
         examples.append(Example(voc.choose_prompt(question, verifications), candidate, "voc_choose"))
@@ -306,24 +324,24 @@ def task_examples(
         if stop in reasoning:
             raise DataError(question.id, f"the reasoning target contains the stop text {stop!r}", skippable=False)
         candidate = cot.candidates(COT, question)[question.labels.index(gold["label"])]
-        response = reasoning.rstrip() + templates.block(COT, "answer_prefix") + candidate
-        examples.append(Example(cot.reasoning_prompt(question), response, "cot"))
+        answer = templates.block(COT, "answer_prefix") + candidate
+        examples.append(Example(cot.reasoning_prompt(question), reasoning.rstrip(), "cot", answer))
     return examples
 
 
 # --- tokenising --------------------------------------------------------------------------------------------------
 
 
-def encode_prompt(tokenizer: Any, prompt: ChatPrompt) -> list[int]:
-    """Token ids of a prompt exactly as voc's HFEngine encodes it: render_chat, then special tokens only without a chat template."""
-    text = render_chat(tokenizer, prompt)
-    return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
-
-
 def encode_example(tokenizer: Any, example: Example) -> dict[str, list[int]]:
-    """{input_ids, labels}: the prompt tokens (no loss), then the response tokens and EOS (the loss)."""
-    prompt = encode_prompt(tokenizer, example.prompt)
-    response = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    """{input_ids, labels}: the prompt tokens (no loss), then the reply's tokens and EOS (the loss), tokenized as
+    inference tokenizes them (voc.engines.base): the prompt as `generate` encodes it, the response encoded jointly
+    with it (its tokens are those `encode(prompt + response)` has beyond `encode(prompt)`), and a continuation after
+    the response's tokens (trailing whitespace-only tokens dropped) as text that comes after other text."""
+    text = render_chat(tokenizer, example.prompt)
+    prompt, (response,) = joint_encoding(lambda t: encode_rendered(tokenizer, t), text, [example.response], move_space=False)
+    if example.continuation:
+        response = without_trailing_space(tokenizer, response) + encode_after(tokenizer, example.continuation)
+    response = [*response, tokenizer.eos_token_id]
     return {"input_ids": prompt + response, "labels": [IGNORE] * len(prompt) + response}
 
 

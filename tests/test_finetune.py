@@ -202,9 +202,9 @@ def test_stage3_examples_are_what_the_strategies_send(tiny_engine, train_questio
     verdicts, (choice_prompt, choice_candidates) = engine.scored[:-1], engine.scored[-1]
     for example, (prompt, candidates), label in zip(verify, verdicts, question.labels, strict=True):
         verdict = candidates[0] if label == question.gold else candidates[1]  # verdict_true, verdict_false
-        assert example.response.endswith(verdict)
+        assert example.target.endswith(verdict)
         # the prompt the strategy scores the verdict after == the training prompt + the target up to the verdict
-        assert engine.render(prompt) == engine.render(example.prompt) + example.response.removesuffix(verdict)
+        assert engine.render(prompt) == engine.render(example.prompt) + example.target.removesuffix(verdict)
         # and the training tokens are the engine's tokens for that prompt
         record = encode_example(tiny_engine.tokenizer, example)
         n_prompt = record["labels"].index(next(t for t in record["labels"] if t != IGNORE))

@@ -107,3 +107,66 @@ def test_a_template_that_opens_the_assistant_turn_with_a_reasoning_block_keeps_i
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     assert render_chat(tokenizer, ChatPrompt(MESSAGES, "Answer:")).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nAnswer:")
+
+
+# --- fine-tuning targets -------------------------------------------------------------------------------------------
+
+
+class TrainedEngine:
+    """A perfectly trained model: it generates exactly the tokens of the training record that follow the prompt (cut at
+    the stop string by the real engine, as generation is) and scores with the real engine."""
+
+    def __init__(self, inner, records: dict[str, list[int]]) -> None:
+        self.inner, self.records = inner, records
+        self.max_model_len = inner.max_model_len
+        self.scored: list = []
+
+    def generate(self, prompts, params, desc=None):
+        results = []
+        for prompt in prompts:
+            ids = self.inner.encode(self.inner.render(prompt))
+            record = self.records[self.inner.render(prompt)]
+            assert record[: len(ids)] == ids, "the training prompt tokens are the inference prompt tokens"
+            results.append(self.inner.make_generation(record[len(ids) :], ids, params.stop))
+        return results
+
+    def score(self, prompts, candidates, desc=None):
+        scores = self.inner.score(prompts, candidates)
+        self.scored += list(zip(prompts, candidates, scores, strict=True))
+        return scores
+
+    def render(self, prompt) -> str:
+        return self.inner.render(prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def test_stage3_training_tokens_are_the_tokens_inference_scores(hf_engine) -> None:
+    """Every stage-3 record (prompt + target + EOS) is, token for token, the sequence the strategy scores the gold
+    candidate on when the model writes the target: verdicts and cot answers after the generated tokens included."""
+    from finetune.data import IGNORE, encode_example, task_examples
+    from finetune.leakage import LeakageIndex
+    from voc.prompts import Templates
+    from voc.strategies import ChainOfThought, Direct, VerificationOfChoice
+
+    templates, tokenizer = Templates(), hf_engine.tokenizer
+    question = questions()[1].model_copy(update={"gold": "B"})
+    examples = task_examples(question, templates, ["voc_verify", "voc_choose", "direct", "cot"], index=LeakageIndex(None))
+    records = {hf_engine.render(e.prompt): encode_example(tokenizer, e) for e in examples}
+    for record in records.values():  # the loss covers the target and EOS, not the prompt
+        n_prompt = record["labels"].count(IGNORE)
+        assert record["labels"][n_prompt:] == record["input_ids"][n_prompt:] and record["labels"][-1] == tokenizer.eos_token_id
+    engine = TrainedEngine(hf_engine, {text: r["input_ids"] for text, r in records.items()})
+    params = SamplingParams(max_tokens=200)
+    for strategy in (VerificationOfChoice(templates, params), ChainOfThought(templates, params), Direct(templates, params)):
+        strategy.run([question], engine)  # type: ignore[arg-type]
+    by_prompt = {hf_engine.render(e.prompt): e for e in examples}
+    checked = set()
+    for prompt, candidates, score in engine.scored:
+        base = prompt.prompt if isinstance(prompt, Continuation) else prompt
+        example = by_prompt[hf_engine.render(base)]
+        gold = candidates.index(next(c for c in candidates if example.target.endswith(c)))
+        assert [*score.context_ids, *score.tokens[gold]] == records[hf_engine.render(base)]["input_ids"][:-1], example.kind
+        checked.add(example.kind)
+    assert checked == {"voc_verify", "voc_choose", "direct", "cot"}

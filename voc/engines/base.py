@@ -210,10 +210,7 @@ class TokenizerEngine(Engine):
         """The prompt's ids and the generated ids of a continuation, without trailing whitespace-only tokens."""
         generation = prompt.generation
         head = list(generation.prompt_ids) if generation.prompt_ids else self.encode(self.render(prompt.prompt))
-        generated = list(generation.token_ids)
-        while generated and not self.tokenizer.decode(generated[-1:]).strip():
-            generated.pop()
-        return head + generated
+        return head + without_trailing_space(self.tokenizer, generation.token_ids)
 
     def make_generation(self, new_tokens: Sequence[int], prompt_ids: Sequence[int], stop: Sequence[str]) -> Generation:
         """Cut generated ids at the first end-of-sequence token, decode them with the HF tokenizer (so equal
@@ -245,6 +242,14 @@ class TokenizerEngine(Engine):
         self.stats.prompt_tokens += sum(len(c) for c in contexts)
 
 
+def without_trailing_space(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """`ids` without the tokens at its end that decode to whitespace only (a continuation brings its own)."""
+    ids = list(ids)
+    while ids and not tokenizer.decode(ids[-1:]).strip():
+        ids.pop()
+    return ids
+
+
 def encode_rendered(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a rendered prompt: special tokens are added only when there is no chat template (which holds them)."""
     return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
@@ -255,14 +260,17 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return next((k for k in range(n) if a[k] != b[k]), n)
 
 
-def joint_encoding(encode: Callable[[str], list[int]], text: str, candidates: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+def joint_encoding(
+    encode: Callable[[str], list[int]], text: str, candidates: Sequence[str], move_space: bool = True
+) -> tuple[list[int], list[list[int]]]:
     """The context ids and each candidate's ids when `text + candidate` is encoded as one string.
 
-    The text's trailing whitespace moves onto the candidates (as lm-evaluation-harness does), the context is
-    the longest start that every joint encoding shares with the text's own encoding (all of it, unless the
-    tokenizer merges across the boundary) and each candidate's ids are the rest of its joint encoding.
+    With `move_space`, the text's trailing whitespace moves onto the candidates (as lm-evaluation-harness does it
+    for scoring). The context is the longest start that every joint encoding shares with the text's own encoding
+    (all of it, unless the tokenizer merges across the boundary) and each candidate's ids are the rest of its joint
+    encoding.
     """
-    stripped = text.rstrip()
+    stripped = text.rstrip() if move_space else text
     space = text[len(stripped) :]
     base = encode(stripped)
     joints = [encode(stripped + space + c) for c in candidates]
