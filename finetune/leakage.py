@@ -354,7 +354,7 @@ def _abstract_sentences(question: Question) -> list[str]:
 def _add_mcq(index: LeakageIndex, split: str, file: Path, stems: dict[tuple[str, ...], list[_Piece]]) -> None:
     questions = load_dataset(split, file, skip_invalid=True)
     items = [(q.id, q.question, list(q.options.values())) for q in questions]
-    # rows the loader refuses (MedMCQA has 14 with duplicate options) are still test questions: read their text raw
+    # rows the loader refuses as malformed are still test questions: read their text raw
     bad_lines = {e.line for e in questions.report.errors if isinstance(e, DataError) and e.line is not None}
     if bad_lines:
         for line, row in iter_jsonl(file):

@@ -234,7 +234,7 @@ DETERMINISTIC = [
     FileNotFoundError(errno.ENOENT, "No such file or directory"),
     NotImplementedError("score"),
     ServerError("the server at http://h/v1 does not serve 'x'; it serves ['y']"),
-    ServerError("POST http://h/v1/completions failed with HTTP 400: bad request"),
+    ServerError("POST http://h/v1/completions failed with HTTP 400: bad request", 400),
     httpx.HTTPStatusError("404", request=httpx.Request("GET", "http://h"), response=httpx.Response(404)),
 ]
 TRANSIENT = [
@@ -248,8 +248,8 @@ TRANSIENT = [
     httpx.ConnectError("refused"),
     httpx.ReadTimeout("slow"),
     httpx.HTTPStatusError("503", request=httpx.Request("GET", "http://h"), response=httpx.Response(503)),
-    ServerError("POST http://h/v1/completions failed with HTTP 502: bad gateway"),
-    ServerError("the server at http://h/v1 did not answer in time (read timeout); raise timeout= or check it"),
+    ServerError("POST http://h/v1/completions failed with HTTP 502: bad gateway", 502),
+    TimeoutError("the server at http://h/v1 did not answer in time (read timeout); raise timeout= or check it"),
 ]
 
 

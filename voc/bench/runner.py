@@ -280,7 +280,6 @@ TRANSIENT_ERRNOS = frozenset(
         errno.EAGAIN,
     }
 )
-HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")  # how voc.engines.openai.ServerError messages give the status
 
 
 def is_transient(error: BaseException) -> bool:
@@ -288,7 +287,7 @@ def is_transient(error: BaseException) -> bool:
 
     Transient, so retried: a lost or refused connection and a timeout (ConnectionError, TimeoutError, OSError from a
     socket, httpx transport errors), a server answering HTTP 5xx, 408 or 429 (voc.engines.openai.ServerError, httpx
-    status errors) or not answering in time, and a crashed or dead engine (RuntimeError, MemoryError).
+    status errors), and a crashed or dead engine (RuntimeError, MemoryError).
     Deterministic, so recorded once with its message: everything else, in particular a prompt that does not fit
     (PromptTooLongError), a template error (TemplateVariableError, any jinja2 TemplateError), any other ValueError,
     KeyError or TypeError, and the engine's refusals such as a model the server does not serve.
@@ -300,8 +299,8 @@ def is_transient(error: BaseException) -> bool:
     status = http_status(error)
     if status is not None:
         return status >= 500 or status in (408, 429)
-    if type(error).__name__ == "ServerError":  # voc.engines.openai.ServerError without a status: a timeout or a refusal
-        return "did not answer in time" in str(error)
+    if type(error).__name__ == "ServerError":  # voc.engines.openai.ServerError without a status: an unusable answer
+        return False
     if _is_httpx_error(error):  # transport errors: connect, read, write, pool, protocol, timeouts
         return True
     if isinstance(error, OSError):  # a socket error is transient; a missing or unreadable file is not
@@ -312,14 +311,11 @@ def is_transient(error: BaseException) -> bool:
 
 
 def http_status(error: BaseException) -> int | None:
-    """The HTTP status code an error carries (httpx.HTTPStatusError, an openai ServerError's message), else None."""
+    """The HTTP status code an error carries (voc.engines.openai.ServerError, httpx.HTTPStatusError), else None."""
     status = getattr(error, "status_code", None)
     response = getattr(error, "response", None)
     if status is None and response is not None:
         status = getattr(response, "status_code", None)
-    if status is None and type(error).__name__ == "ServerError":
-        match = HTTP_STATUS.search(str(error))
-        status = int(match.group(1)) if match else None
     return status if isinstance(status, int) else None
 
 

@@ -44,7 +44,12 @@ MAX_IDS_PER_REQUEST = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
 
 
 class ServerError(RuntimeError):
-    """The server answered with an error or with something this engine cannot use."""
+    """The server answered with an error or with something this engine cannot use; `status_code` is the HTTP status
+    of an error answer (None when the answer itself was unusable)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 def api_root(base_url: str) -> str:
@@ -122,7 +127,7 @@ class OpenAIEngine(TokenizerEngine):
         try:
             response = self._client.request(method, path, json=body)
         except httpx.TimeoutException as error:
-            raise ServerError(f"the server at {self.base_url} did not answer in time ({error}); raise timeout= or check it") from None
+            raise TimeoutError(f"the server at {self.base_url} did not answer in time ({error}); raise timeout= or check it") from None
         except httpx.HTTPError as error:
             raise ConnectionError(
                 f"cannot reach the OpenAI-compatible server at {self.base_url} ({error}); start it with `vllm serve MODEL` or fix base_url"
@@ -134,7 +139,7 @@ class OpenAIEngine(TokenizerEngine):
             except ValueError:
                 message = response.text
             summary = " ".join(str(message).split())[:300]
-            raise ServerError(f"{method} {self.base_url}{path} failed with HTTP {response.status_code}: {summary}")
+            raise ServerError(f"{method} {self.base_url}{path} failed with HTTP {response.status_code}: {summary}", response.status_code)
         return response.json()
 
     def _complete_all(self, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
