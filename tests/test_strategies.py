@@ -75,9 +75,9 @@ def test_cot_generates_reasoning_then_scores_labels_after_it(engine: RecordingEn
         assert second.text == "\nTherefore, the answer is"
 
 
-def test_voc_verifies_each_option_once_in_one_batch_then_chooses_in_one_batch(engine: RecordingEngine) -> None:
+def test_voc_verifies_each_option_once_in_one_batch_then_scores_verdicts_and_choices_in_one_batch_each(engine: RecordingEngine) -> None:
     answers = VerificationOfChoice(params=PARAMS).run(QUESTIONS, engine)
-    assert [kind for kind, _, _ in engine.calls] == ["generate", "score"]
+    assert [kind for kind, _, _ in engine.calls] == ["generate", "score", "score"]
     verify_prompts = engine.calls[0][1]
     assert len(verify_prompts) == sum(len(q.options) for q in QUESTIONS)  # one prompt per option
     cursor = 0
@@ -90,15 +90,16 @@ def test_voc_verifies_each_option_once_in_one_batch_then_chooses_in_one_batch(en
         for (label, text), rendered in zip(q.options.items(), texts, strict=True):
             assert f'Verify option {label} ("{text}")' in rendered
             assert f'{label} ("{text}")' in rendered[common:]  # the option's own part comes last
-    _, score_prompts, candidates = engine.calls[1]
+    (_, verdict_prompts, candidates), (_, choose_prompts, _) = engine.calls[1:]
     n_options = sum(len(q.options) for q in QUESTIONS)
-    assert len(score_prompts) == n_options + len(QUESTIONS)  # verdicts and choices together
-    assert candidates[:n_options] == [[" correct", " incorrect"]] * n_options
+    assert len(verdict_prompts) == n_options and len(choose_prompts) == len(QUESTIONS)
+    assert candidates == [[" correct", " incorrect"]] * n_options
     for answer, q in zip(answers, QUESTIONS, strict=True):
         assert set(answer.verifications) == set(q.options)
         assert all(0.0 < v.verdict_probability < 1.0 for v in answer.verifications.values())
         assert sum(answer.probabilities.values()) == pytest.approx(1.0)
-    choose_text = score_prompts[n_options].messages[-1]["content"]
+        assert answer.rounds == ["verify", "verdict", "choose"]
+    choose_text = choose_prompts[0].messages[-1]["content"]
     for label, verification in answers[0].verifications.items():
         assert f"Option {label} ({QUESTIONS[0].options[label]}): {verification.text}" in choose_text
 
@@ -112,6 +113,45 @@ def test_voc_final_rules_combine_choice_and_verdicts() -> None:
     assert combined == pytest.approx([p / sum(products) for p in products])
     with pytest.raises(ValueError, match="unknown final rule 'vote'"):
         VerificationOfChoice(final_rule="vote")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("final_rule", "choose_prompt", "rounds"),
+    [
+        ("verdicts", "full", ["verify", "verdict"]),
+        ("choice", "full", ["verify", "choose"]),
+        ("combined", "full", ["verify", "verdict", "choose"]),
+        ("choice", "compact", ["verify", "verdict", "choose"]),  # the compact prompt shows the verdicts
+    ],
+)
+def test_voc_runs_only_the_rounds_its_final_rule_uses(engine: RecordingEngine, final_rule: str, choose_prompt: str, rounds: list) -> None:
+    strategy = VerificationOfChoice(params=PARAMS, final_rule=final_rule, choose_prompt=choose_prompt)  # type: ignore[arg-type]
+    answers = strategy.run(QUESTIONS, engine)
+    assert len(engine.calls) == len(rounds)  # one engine call per round
+    n_options = sum(len(q.options) for q in QUESTIONS)
+    assert [len(prompts) for _, prompts, _ in engine.calls] == [{"verify": n_options, "verdict": n_options, "choose": 2}[r] for r in rounds]
+    for answer in answers:
+        assert answer.rounds == rounds
+        assert (answer.choice_logprobs != {}) == ("choose" in rounds)
+        assert all((v.verdict_probability is not None) == ("verdict" in rounds) for v in answer.verifications.values())
+        assert sum(answer.probabilities.values()) == pytest.approx(1.0)
+    if final_rule == "verdicts":  # the answer is the normalised verdicts
+        for answer in answers:
+            total = sum(v.verdict_probability for v in answer.verifications.values())
+            assert answer.probabilities == pytest.approx({k: v.verdict_probability / total for k, v in answer.verifications.items()})
+
+
+def test_the_compact_choose_prompt_shows_each_verdict_and_a_bounded_start_of_each_verification(engine: RecordingEngine) -> None:
+    q = QUESTIONS[0]
+    answers = VerificationOfChoice(params=SamplingParams(max_tokens=120), choose_prompt="compact").run([q], engine)
+    compact = engine.calls[-1][1][0].messages[-1]["content"]
+    shown = [{"label": lab, "option_text": q.options[lab], "text": v.text} for lab, v in answers[0].verifications.items()]
+    full = VerificationOfChoice().choose_prompt(q, shown).messages[-1]["content"]
+    for label, v in answers[0].verifications.items():
+        line = next(line for line in compact.splitlines() if line.startswith(f"Option {label} ({q.options[label]}): "))
+        assert line.startswith(f"Option {label} ({q.options[label]}): {100 * v.verdict_probability:.0f}% likely correct. ")
+        assert v.text.replace("\n", " ")[:40] in line and len(line) < len(q.options[label]) + 300  # a bounded start
+    assert len(compact) < len(full)
 
 
 def test_a_user_template_folder_overrides_the_built_in_prompt(tmp_path: Path, engine: RecordingEngine) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from voc.engines import Engine, SamplingParams, make_engine
 from voc.prompts import Templates
-from voc.strategies import FinalRule, Strategy, make_strategy
+from voc.strategies import ChoosePrompt, FinalRule, Strategy, make_strategy
 from voc.types import Answer, Question
 
 
@@ -26,7 +26,10 @@ class VoC:
     `engine`: "hf", "vllm", "openai", or an already started `Engine` (to share one between strategies).
     `strategy`: "voc" (Verification-of-Choice), "cot" or "direct".
     `params`: how to generate (max_tokens, temperature, seed, ...); greedy by default.
-    `final_rule`: for voc, how to combine the choice round and the verdicts ("combined", "choice", "verdicts").
+    `final_rule`: for voc, how to combine the choice round and the verdicts ("combined", "choice", "verdicts");
+    only the rounds the rule needs are run.
+    `choose_prompt`: for voc, what the choice round shows: "full" verifications or "compact" (each verdict and the
+    start of its verification: a much shorter prompt).
     `templates`: a folder whose .jinja files override the built-in prompts.
     Other keyword arguments go to the engine (device, dtype, batch_size, trust_remote_code, ...).
     """
@@ -39,11 +42,12 @@ class VoC:
         engine: str | Engine = "hf",
         params: SamplingParams | None = None,
         final_rule: FinalRule = "combined",
+        choose_prompt: ChoosePrompt = "full",
         templates: str | os.PathLike[str] | None = None,
         **engine_options: Any,
     ) -> None:
         self.templates = Templates(templates)
-        self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule)
+        self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule, choose_prompt)
         if isinstance(engine, Engine):
             self.engine = engine
         else:

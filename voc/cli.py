@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from voc.engines import ENGINES
-from voc.strategies import FINAL_RULES, STRATEGIES
+from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampled generation")
     parser.add_argument("--templates", default=None, help="folder of .jinja files overriding the built-in prompts")
-    parser.add_argument("--final-rule", default="combined", choices=FINAL_RULES, help="voc: how the choice and the verdicts combine")
+    parser.add_argument(
+        "--final-rule", default="combined", choices=FINAL_RULES, help="voc: how the choice and the verdicts combine (only those rounds run)"
+    )
+    parser.add_argument(
+        "--choose-prompt", default="full", choices=CHOOSE_PROMPTS, help="voc: the choice round shows full verifications or a summary"
+    )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
 
 
@@ -65,6 +70,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         engine=args.engine,
         params=sampling_params(args),
         final_rule=args.final_rule,
+        choose_prompt=args.choose_prompt,
         templates=args.templates,
         **engine_options(args),
     )
@@ -80,7 +86,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
         print(f"{mark} {label}. {text}  p={answer.probabilities[label]:.3f}")
         if label in answer.verifications:
             v = answer.verifications[label]
-            print(f"    verdict P(correct)={v.verdict_probability:.3f}")
+            if v.verdict_probability is not None:
+                print(f"    verdict P(correct)={v.verdict_probability:.3f}")
             for line in v.text.splitlines() or [""]:
                 print(f"    | {line}")
     print(

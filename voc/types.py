@@ -155,7 +155,9 @@ class Verification(BaseModel):
 
     label: str
     text: str
-    verdict_probability: float = Field(description="P(option is correct) from the verdict tokens, 0..1")
+    verdict_probability: float | None = Field(
+        default=None, description="P(option is correct) from the verdict tokens, 0..1; None when the final rule does not use it"
+    )
 
 
 class Answer(BaseModel):
@@ -172,6 +174,7 @@ class Answer(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     context_truncated: bool = Field(default=False, description="the context was shortened to fit the model")
+    rounds: list[str] = Field(default_factory=list, description="the strategy rounds computed for this answer, in order")
     gold: str | None = None
 
     @property

@@ -77,6 +77,7 @@ def config_from_args(args: argparse.Namespace):
         out=args.out,
         force=args.force,
         final_rule=args.final_rule,
+        choose_prompt=args.choose_prompt,
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )

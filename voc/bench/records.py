@@ -43,7 +43,7 @@ class VerificationRecord(BaseModel):
     """The VoC verification of one option, as stored."""
 
     text: str
-    verdict_probability: float
+    verdict_probability: float | None = None  # None when the final rule ran no verdict round
 
 
 class ResultRecord(BaseModel):
@@ -63,6 +63,7 @@ class ResultRecord(BaseModel):
     choice_logprobs: dict[str, float] = Field(default_factory=dict)
     verifications: dict[str, VerificationRecord] = Field(default_factory=dict)
     completions: list[str] = Field(default_factory=list)
+    rounds: list[str] = Field(default_factory=list, description="the strategy rounds computed (voc: verify, verdict, choose)")
     prompt_hash: str = Field(default="", description="sha256 of the rendered first-round prompt(s); checked when a run resumes")
     duplicate_options: list[list[str]] = Field(
         default_factory=list, description="labels of options with the same text (the question is kept and flagged)"
@@ -117,6 +118,7 @@ class RunFingerprint(BaseModel):
     params: dict[str, Any]
     templates_hash: str
     final_rule: str
+    choose_prompt: str = "full"
     voc_version: str = ""
     chunk_size: int | None = Field(default=None, description="questions per strategy call (batch composition)")
 

@@ -47,7 +47,7 @@ from voc.datasets import DATASETS, load_dataset, stratified_sample
 from voc.engines import ENGINES, Engine, SamplingParams, make_engine
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
-from voc.strategies import FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
+from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
 from voc.types import Answer, Question
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class BenchConfig(BaseModel):
     out: str | None = None
     force: bool = False
     final_rule: str = "combined"
+    choose_prompt: str = Field(default="full", description="voc: what its choice round shows (full or compact)")
     templates: str | None = None
     skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
@@ -97,6 +98,8 @@ class BenchConfig(BaseModel):
             raise BenchError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
         if self.final_rule not in FINAL_RULES:
             raise BenchError(f"unknown final rule {self.final_rule!r}; use one of {', '.join(FINAL_RULES)}")
+        if self.choose_prompt not in CHOOSE_PROMPTS:
+            raise BenchError(f"unknown choose prompt {self.choose_prompt!r}; use one of {', '.join(CHOOSE_PROMPTS)}")
 
     def out_dir(self) -> Path:
         """--out, else runs/<model>-<engine> (the same command always maps to the same folder, so it resumes)."""
@@ -158,6 +161,7 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         params=config.params().model_dump(mode="json"),
         templates_hash=templates.source_hash(),
         final_rule=config.final_rule,
+        choose_prompt=config.choose_prompt,
         voc_version=voc.__version__,
         chunk_size=config.chunk_size,
     )
@@ -206,6 +210,7 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         correct=answer.correct,
         probabilities=answer.probabilities,
         choice_logprobs=answer.choice_logprobs,
+        rounds=answer.rounds,
         verifications={
             k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()
         },
@@ -457,9 +462,9 @@ def run_bench(
         session["model_name"] = engine.model_name
         session["engine"] = type(engine).__name__
         shared = RoundBars(engine, show=progress)  # one engine for every strategy
+        voc_options: dict[str, Any] = {"final_rule": config.final_rule, "choose_prompt": config.choose_prompt}
         runners = {
-            s: VoC(engine=shared, strategy=s, params=config.params(), final_rule=config.final_rule, templates=config.templates)  # type: ignore[arg-type]
-            for s in config.strategies
+            s: VoC(engine=shared, strategy=s, params=config.params(), templates=config.templates, **voc_options) for s in config.strategies
         }
         todo, outcome.stale = plan_work(plan, latest_by_key(earlier), {s: r.strategy for s, r in runners.items()}, engine)
         n_todo = sum(len(m) for _, _, m in todo)

@@ -7,20 +7,24 @@ from voc.prompts import Templates
 from voc.strategies.base import Strategy
 from voc.strategies.cot import ChainOfThought
 from voc.strategies.direct import Direct
-from voc.strategies.voc import FINAL_RULES, FinalRule, VerificationOfChoice
+from voc.strategies.voc import CHOOSE_PROMPTS, FINAL_RULES, ChoosePrompt, FinalRule, VerificationOfChoice
 
 STRATEGIES: dict[str, type[Strategy]] = {"direct": Direct, "cot": ChainOfThought, "voc": VerificationOfChoice}
 
 
 def make_strategy(
-    name: str, templates: Templates | None = None, params: SamplingParams | None = None, final_rule: FinalRule = "combined"
+    name: str,
+    templates: Templates | None = None,
+    params: SamplingParams | None = None,
+    final_rule: FinalRule = "combined",
+    choose_prompt: ChoosePrompt = "full",
 ) -> Strategy:
-    """The strategy called `name` (one of direct, cot, voc)."""
+    """The strategy called `name` (one of direct, cot, voc); `final_rule` and `choose_prompt` apply to voc."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
     if name == "voc":
-        return VerificationOfChoice(templates, params, final_rule)
+        return VerificationOfChoice(templates, params, final_rule, choose_prompt)
     return STRATEGIES[name](templates, params)
 
 
-__all__ = ["FINAL_RULES", "STRATEGIES", "ChainOfThought", "Direct", "Strategy", "VerificationOfChoice", "make_strategy"]
+__all__ = ["CHOOSE_PROMPTS", "FINAL_RULES", "STRATEGIES", "ChainOfThought", "Direct", "Strategy", "VerificationOfChoice", "make_strategy"]

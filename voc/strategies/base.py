@@ -41,7 +41,10 @@ class Strategy:
                 "question": question,
                 "option": {"label": "A", "text": "first"},
                 "label": "A",
-                "verifications": [{"label": lab, "option_text": text, "text": "Sample."} for lab, text in question.options.items()],
+                "verifications": [
+                    {"label": lab, "option_text": text, "text": "Sample.", "verdict_probability": 0.5}
+                    for lab, text in question.options.items()
+                ],
             }
             for name in self.template_files:
                 for block in self.templates.get(name).blocks:
@@ -114,10 +117,11 @@ def make_answer(
     question: Question,
     strategy: str,
     probabilities: dict[str, float],
-    choice_logprobs: Sequence[float],
+    choice_logprobs: Sequence[float] = (),
     **fields: Any,
 ) -> Answer:
-    """Build the `Answer`: the most probable label wins (ties go to the earlier option)."""
+    """Build the `Answer`: the most probable label wins (ties go to the earlier option). `choice_logprobs`: the label
+    scores of the choice round, empty when there was none."""
     label = max(question.labels, key=lambda lab: probabilities[lab])
     return Answer(
         question_id=question.id,
@@ -125,7 +129,7 @@ def make_answer(
         label=label,
         choice=question.options[label],
         probabilities=probabilities,
-        choice_logprobs=dict(zip(question.labels, choice_logprobs, strict=True)),
+        choice_logprobs=dict(zip(question.labels, choice_logprobs, strict=True)) if choice_logprobs else {},
         gold=question.gold,
         **fields,
     )

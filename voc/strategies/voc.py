@@ -1,21 +1,26 @@
 """`voc`, Verification-of-Choice: verify each option separately, then choose in the light of all.
 
-Round 1 (`verify`): for every option of every question, generate a verification (evidence for
-and against that option). Round 2 (`choose`): one scoring call that reads, for every option,
-the probability of the verdict "correct" after its verification, and, for every question, the
-probability of each label after a prompt that shows all verifications.
+Rounds (each one batched engine call over all questions):
+1. `verify`: for every option of every question, generate a verification (evidence for and against it).
+2. `verdict`: the probability of the verdict "correct" (against "incorrect"), scored right after each
+   verification's own tokens.
+3. `choose`: the probability of each label after a prompt that shows all verifications: in full
+   (`choose_prompt="full"`, voc_choose.jinja) or each option's verdict and the start of its verification
+   (`"compact"`, voc_choose_compact.jinja: a short prompt, so the round costs far less prefill).
 
-The final rule combines them:
-- `choice`: the choice round alone (the paper's method);
-- `verdicts`: the verdict probabilities alone, normalised over the options;
-- `combined` (default): the product of both distributions, normalised.
+The final rule decides the answer, and only the rounds it needs are run:
+- `choice`: the choice round alone (the paper's method): verify, choose (no verdicts, unless the compact
+  prompt shows them);
+- `verdicts`: the verdict probabilities alone, normalised over the options: verify, verdict (no choose prompt);
+- `combined` (default): the product of both distributions, normalised: all three rounds.
+`Answer.rounds` says which rounds were computed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
 from voc.prompts import Templates
@@ -24,101 +29,144 @@ from voc.types import Answer, Question, Verification
 
 VERIFY = "voc_verify.jinja"
 CHOOSE = "voc_choose.jinja"
+CHOOSE_TEMPLATES = {"full": CHOOSE, "compact": "voc_choose_compact.jinja"}
 FinalRule = Literal["choice", "verdicts", "combined"]
+ChoosePrompt = Literal["full", "compact"]
 FINAL_RULES: tuple[str, ...] = ("choice", "verdicts", "combined")
+CHOOSE_PROMPTS: tuple[str, ...] = tuple(CHOOSE_TEMPLATES)
 VERIFICATION_OVERHEAD = 24  # tokens the choose template adds around each verification
 
 
 class VerificationOfChoice(Strategy):
     name = "voc"
-    template_files = (VERIFY, CHOOSE)
 
     def __init__(
-        self, templates: Templates | None = None, params: SamplingParams | None = None, final_rule: FinalRule = "combined"
+        self,
+        templates: Templates | None = None,
+        params: SamplingParams | None = None,
+        final_rule: FinalRule = "combined",
+        choose_prompt: ChoosePrompt = "full",
     ) -> None:
         if final_rule not in FINAL_RULES:
             raise ValueError(f"unknown final rule {final_rule!r}; use one of {', '.join(FINAL_RULES)}")
-        super().__init__(templates, params)
+        if choose_prompt not in CHOOSE_TEMPLATES:
+            raise ValueError(f"unknown choose prompt {choose_prompt!r}; use one of {', '.join(CHOOSE_PROMPTS)}")
         self.final_rule = final_rule
+        self.choose_prompt_style = choose_prompt
+        self.choose_template = CHOOSE_TEMPLATES[choose_prompt]
+        self.template_files = (VERIFY, self.choose_template)
+        super().__init__(templates, params)
+
+    @property
+    def rounds(self) -> tuple[str, ...]:
+        """The rounds this final rule and choose prompt need, in order."""
+        choose = self.final_rule in ("choice", "combined")
+        verdict = self.final_rule in ("verdicts", "combined") or (choose and self.choose_prompt_style == "compact")
+        return ("verify", *(("verdict",) if verdict else ()), *(("choose",) if choose else ()))
 
     def verify_prompt(self, question: Question, label: str) -> ChatPrompt:
         option = {"label": label, "text": question.options[label]}
         prefix = self.templates.block(VERIFY, "verification_prefix", question=question, option=option)
         return self.templates.chat(VERIFY, prefix, question=question, option=option)
 
-    def choose_prompt(self, question: Question, verifications: Sequence[dict[str, str]]) -> ChatPrompt:
-        prefix = self.templates.block(CHOOSE, "answer_prefix", question=question)
-        return self.templates.chat(CHOOSE, prefix, question=question, verifications=verifications)
+    def choose_prompt(self, question: Question, verifications: Sequence[dict[str, Any]]) -> ChatPrompt:
+        """The choice round's prompt; `verifications`: per option its label, option_text, text and verdict_probability."""
+        prefix = self.templates.block(self.choose_template, "answer_prefix", question=question)
+        return self.templates.chat(self.choose_template, prefix, question=question, verifications=verifications)
+
+    def verdict_prompt(self, question: Question, label: str, prompt: ChatPrompt, generation: Any) -> tuple[Continuation, list[str]]:
+        """The verdict prefix after the verification's own tokens, and the two verdict candidates (true first)."""
+        option = {"label": label, "text": question.options[label]}
+        prefix = self.templates.block(VERIFY, "verdict_prefix", question=question, option=option)
+        candidates = [self.templates.block(VERIFY, f"verdict_{v}", option=option) for v in ("true", "false")]
+        return Continuation(prompt, generation, prefix), candidates
 
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
-        max_tokens = self.params.max_tokens
+        max_tokens, rounds = self.params.max_tokens, self.rounds
 
-        def tokens(q: Question) -> int:  # the choose prompt is the longest: it holds every verification
-            longest = max(engine.count_tokens(engine.render(self.verify_prompt(q, lab))) for lab in q.labels)
-            empty = [{"label": lab, "option_text": q.options[lab], "text": ""} for lab in q.labels]
+        def tokens(q: Question) -> int:  # the longest prompt: a verification, or the choose prompt holding all of them
+            longest = max(engine.count_tokens(engine.render(self.verify_prompt(q, lab))) for lab in q.labels) + max_tokens
+            if "choose" not in rounds:
+                return longest
+            empty = [{"label": lab, "option_text": q.options[lab], "text": "", "verdict_probability": 0.5} for lab in q.labels]
             choose = engine.count_tokens(engine.render(self.choose_prompt(q, empty))) + len(q.labels) * (max_tokens + VERIFICATION_OVERHEAD)
-            return max(longest + max_tokens, choose)
+            return max(longest, choose)
 
         fitted = [self.fit_context(q, engine, tokens, CANDIDATE_ROOM) for q in questions]
         pairs = [(q, lab) for q, _ in fitted for lab in q.labels]
+        sizes = [len(q.labels) for q, _ in fitted]
+
         verify_prompts = [self.verify_prompt(q, lab) for q, lab in pairs]
         params = self.params.model_copy(update={"stop": (*self.params.stop, self.templates.block(VERIFY, "stop"))})
         with self.timed("verify"):
             generations = engine.generate(verify_prompts, params, desc="voc: verify")
 
-        verdict_prompts, verdict_candidates = [], []
-        for (q, lab), prompt, g in zip(pairs, verify_prompts, generations, strict=True):
-            option = {"label": lab, "text": q.options[lab]}
-            verdict_prefix = self.templates.block(VERIFY, "verdict_prefix", question=q, option=option)
-            verdict_prompts.append(Continuation(prompt, g, verdict_prefix))  # scored after the generated tokens, not re-encoded text
-            verdict_candidates.append([self.templates.block(VERIFY, f"verdict_{v}", option=option) for v in ("true", "false")])
+        verdict_p: list[float | None] = [None] * len(pairs)
+        verdict_tokens = [0] * len(pairs)
+        if "verdict" in rounds:
+            requests = [self.verdict_prompt(q, lab, p, g) for (q, lab), p, g in zip(pairs, verify_prompts, generations, strict=True)]
+            with self.timed("verdict"):
+                scores = engine.score([r[0] for r in requests], [r[1] for r in requests], desc="voc: verdicts")
+            verdict_p = [softmax(s.logprobs)[0] for s in scores]
+            verdict_tokens = [s.prompt_tokens for s in scores]
 
-        by_question: list[list[dict[str, str]]] = []
-        cursor = 0
-        for q, _ in fitted:
-            items = []
-            for lab in q.labels:
-                items.append({"label": lab, "option_text": q.options[lab], "text": generations[cursor].text.strip()})
-                cursor += 1
-            by_question.append(items)
-        choose_prompts = [self.choose_prompt(q, items) for (q, _), items in zip(fitted, by_question, strict=True)]
-        choose_candidates = [self.candidates(CHOOSE, q) for q, _ in fitted]
+        per_question = list(zip(fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True))
+        choices: list[Any] = [None] * len(fitted)
+        if "choose" in rounds:
+            prompts = [
+                self.choose_prompt(q, [self.shown(q, lab, g, p) for lab, g, p in zip(q.labels, gens, ps, strict=True)])
+                for (q, _), gens, ps, _ in per_question
+            ]
+            with self.timed("choose"):
+                choices = engine.score(prompts, [self.candidates(self.choose_template, q) for q, _ in fitted], desc="voc: choose")
 
-        with self.timed("choose"):  # verdicts and choices go to the engine as one batch
-            scores = engine.score(verdict_prompts + choose_prompts, verdict_candidates + choose_candidates, desc="voc: choose")
-        verdict_scores, choice_scores = scores[: len(pairs)], scores[len(pairs) :]
-
-        answers, cursor = [], 0
-        for (q, truncated), choice in zip(fitted, choice_scores, strict=True):
-            k = len(q.labels)
-            gens, verdicts = generations[cursor : cursor + k], verdict_scores[cursor : cursor + k]
-            cursor += k
-            verdict_p = [softmax(v.logprobs)[0] for v in verdicts]
-            probabilities = self.combine(softmax(choice.logprobs), verdict_p)
+        answers = []
+        for ((q, truncated), gens, ps, n_verdict), choice in zip(per_question, choices, strict=True):
+            choice_p = softmax(choice.logprobs) if choice is not None else None
             answers.append(
                 make_answer(
                     q,
                     self.name,
-                    dict(zip(q.labels, probabilities, strict=True)),
-                    choice.logprobs,
+                    dict(zip(q.labels, self.combine(choice_p, ps), strict=True)),
+                    choice.logprobs if choice is not None else (),
                     verifications={
                         lab: Verification(label=lab, text=g.text.strip(), verdict_probability=p)
-                        for lab, g, p in zip(q.labels, gens, verdict_p, strict=True)
+                        for lab, g, p in zip(q.labels, gens, ps, strict=True)
                     },
                     completions=[g.text for g in gens],
-                    prompt_tokens=sum(g.prompt_tokens for g in gens) + sum(v.prompt_tokens for v in verdicts) + choice.prompt_tokens,
+                    prompt_tokens=sum(g.prompt_tokens for g in gens) + sum(n_verdict) + (choice.prompt_tokens if choice is not None else 0),
                     completion_tokens=sum(g.completion_tokens for g in gens),
                     context_truncated=truncated,
+                    rounds=list(rounds),
                 )
             )
         return answers
 
-    def combine(self, choice: Sequence[float], verdicts: Sequence[float]) -> list[float]:
-        """The final distribution over options under `final_rule`."""
-        total = sum(verdicts)
-        verdict_dist = [v / total for v in verdicts] if total > 0 else [1 / len(verdicts)] * len(verdicts)
+    @staticmethod
+    def shown(question: Question, label: str, generation: Any, verdict_probability: float | None) -> dict[str, Any]:
+        """What the choose template gets about one option's verification."""
+        text = generation.text.strip()
+        return {"label": label, "option_text": question.options[label], "text": text, "verdict_probability": verdict_probability}
+
+    def combine(self, choice: Sequence[float] | None, verdicts: Sequence[float | None]) -> list[float]:
+        """The final distribution over options under `final_rule` (from the rounds it ran)."""
         if self.final_rule == "choice":
+            assert choice is not None
             return list(choice)
+        known = [v for v in verdicts if v is not None]
+        assert len(known) == len(verdicts), "the verdict round did not run"
+        total = sum(known)
+        verdict_dist = [v / total for v in known] if total > 0 else [1 / len(known)] * len(known)
         if self.final_rule == "verdicts":
             return verdict_dist
+        assert choice is not None
         return softmax([math.log(max(c, 1e-300)) + math.log(max(v, 1e-300)) for c, v in zip(choice, verdict_dist, strict=True)])
+
+
+def split(items: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
+    """A flat list cut into consecutive pieces of the given sizes (per question: one item per option)."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(list(items[start : start + size]))
+        start += size
+    return pieces
