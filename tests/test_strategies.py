@@ -170,3 +170,25 @@ def test_unknown_strategy_and_missing_template_folder_are_clear_errors(tmp_path:
         make_strategy("tot")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Templates(tmp_path / "missing")
+
+
+def test_final_rule_accuracy_recomputes_each_rule_from_stored_records() -> None:
+    from voc.bench.metrics import final_rule_accuracy
+    from voc.bench.records import ResultRecord, VerificationRecord
+
+    def record(qid: str, gold: str, choice: list[float], verdicts: list[float]) -> ResultRecord:
+        labels = ["A", "B", "C"]
+        return ResultRecord(
+            question_id=qid, dataset="d", strategy="voc", labels=labels, gold=gold, label="A",
+            choice_logprobs={lab: math.log(p) for lab, p in zip(labels, choice, strict=True)},
+            verifications={lab: VerificationRecord(text="", verdict_probability=v) for lab, v in zip(labels, verdicts, strict=True)},
+        )  # fmt: skip
+
+    records = [
+        record("1", "A", [0.6, 0.3, 0.1], [0.2, 0.9, 0.1]),  # choice A, verdicts B, combined 0.12 : 0.27 : 0.01 -> B
+        record("2", "B", [0.5, 0.4, 0.1], [0.5, 0.6, 0.5]),  # choice A, verdicts B, combined 0.156 : 0.150 : 0.031 -> A
+        record("3", "C", [0.5, 0.1, 0.4], [0.1, 0.1, 0.8]),  # choice A, verdicts C, combined 0.05 : 0.01 : 0.32 -> C
+    ]
+    assert final_rule_accuracy(records) == pytest.approx({"choice": 1 / 3, "verdicts": 2 / 3, "combined": 1 / 3})
+    no_verdicts = records[0].model_copy(update={"verifications": {}})
+    assert final_rule_accuracy([no_verdicts]) == {"choice": None, "verdicts": None, "combined": None}

@@ -140,6 +140,29 @@ def position_distribution(positions: Sequence[int], n_options: int) -> list[floa
     return [counts.get(i, 0) / total if total else 0.0 for i in range(n_options)]
 
 
+def final_rule_accuracy(records: Sequence[ResultRecord]) -> dict[str, float | None]:
+    """Accuracy of each VoC final rule recomputed from the same records (those that stored both the choice round's
+    label scores and every verdict probability, i.e. runs with the `combined` rule): how the rules compare without
+    generating again. Ties go to the earlier option, as in the strategy."""
+    from voc.engines.base import softmax
+    from voc.strategies.voc import FINAL_RULES, combine
+
+    usable = [
+        r for r in records
+        if r.ok and r.gold is not None and set(r.choice_logprobs) == set(r.labels)
+        and all(r.verifications.get(lab) and r.verifications[lab].verdict_probability is not None for lab in r.labels)
+    ]  # fmt: skip
+    result: dict[str, float | None] = {}
+    for rule in FINAL_RULES:
+        correct = []
+        for r in usable:
+            choice = softmax([r.choice_logprobs[lab] for lab in r.labels])
+            probabilities = combine(rule, choice, [r.verifications[lab].verdict_probability for lab in r.labels])
+            correct.append(r.labels[probabilities.index(max(probabilities))] == r.gold)
+        result[rule] = accuracy(correct)
+    return result
+
+
 # --- a run's summary --------------------------------------------------------------------------------------------
 
 

@@ -150,17 +150,26 @@ class VerificationOfChoice(Strategy):
 
     def combine(self, choice: Sequence[float] | None, verdicts: Sequence[float | None]) -> list[float]:
         """The final distribution over options under `final_rule` (from the rounds it ran)."""
-        if self.final_rule == "choice":
-            assert choice is not None
-            return list(choice)
-        known = [v for v in verdicts if v is not None]
-        assert len(known) == len(verdicts), "the verdict round did not run"
-        total = sum(known)
-        verdict_dist = [v / total for v in known] if total > 0 else [1 / len(known)] * len(known)
-        if self.final_rule == "verdicts":
-            return verdict_dist
-        assert choice is not None
-        return softmax([math.log(max(c, 1e-300)) + math.log(max(v, 1e-300)) for c, v in zip(choice, verdict_dist, strict=True)])
+        return combine(self.final_rule, choice, verdicts)
+
+
+def combine(final_rule: str, choice: Sequence[float] | None, verdicts: Sequence[float | None]) -> list[float]:
+    """The final distribution over options: the choice round's (`choice`), the verdicts normalised over the options
+    (`verdicts`) or their normalised product (`combined`). A rule's inputs must have been computed."""
+    if final_rule == "choice":
+        if choice is None:
+            raise ValueError("the choice rule needs the choice round's probabilities")
+        return list(choice)
+    if any(v is None for v in verdicts):
+        raise ValueError(f"the {final_rule} rule needs every option's verdict probability")
+    known = [float(v) for v in verdicts if v is not None]
+    total = sum(known)
+    verdict_dist = [v / total for v in known] if total > 0 else [1 / len(known)] * len(known)
+    if final_rule == "verdicts":
+        return verdict_dist
+    if choice is None:
+        raise ValueError("the combined rule needs the choice round's probabilities")
+    return softmax([math.log(max(c, 1e-300)) + math.log(max(v, 1e-300)) for c, v in zip(choice, verdict_dist, strict=True)])
 
 
 def split(items: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
