@@ -103,7 +103,8 @@ def refuse_test_questions(questions: Iterable[Question], index: LeakageIndex | N
 
 
 def pubmedqa_train_questions(path: Path | None, limit: int | None, seed: int, guard: Guard | None = None) -> list[Question]:
-    """PubMedQA's labelled non-test questions, screened by `guard` (default: refuse any that match a test split), then a
+    """PubMedQA's training split (the 400 labelled PMIDs in neither the test split nor the fixed dev split, so that dev
+    questions never reach training), screened by `guard` (default: refuse any that match a test split), then a
     stratified seeded sample of `limit`."""
     questions = list(load_pubmedqa(path, split="train"))
     guard = guard or Guard(leakage_index(None))

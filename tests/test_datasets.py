@@ -1,38 +1,22 @@
-"""The dataset loaders on the shared data files, stratified sampling, and the generic JSONL/CSV loaders."""
+"""The built-in datasets on the shared data files (row counts, label distributions, ids, metadata), the data root,
+stratified sampling, and your own files through the same loader."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from voc.datasets import (
-    DATASETS,
-    MMLU_MEDICAL_SUBJECTS,
-    DataError,
-    data_root,
-    load_csv,
-    load_dataset,
-    load_jsonl,
-    load_medmcqa,
-    load_medqa,
-    load_mmlu_medical,
-    load_pubmedqa,
-    pubmedqa_test_ids,
-    read_jsonl,
-    stratified_sample,
-)
+from voc.datasets import DATASETS, DataError, data_root, load_dataset, load_file, load_pubmedqa, read_jsonl, stratified_sample
 from voc.types import Question
 
 # --- the shared files ---
 
 
 def test_pubmedqa_test_split(data_root: Path) -> None:
-    questions = load_pubmedqa(data_root / "pubmedqa")
+    questions = load_dataset("pubmedqa", data_root / "pubmedqa")
     assert len(questions) == 500
     assert Counter(q.gold for q in questions) == {"A": 276, "B": 169, "C": 55}
     first = questions[0]
@@ -41,52 +25,56 @@ def test_pubmedqa_test_split(data_root: Path) -> None:
     assert first.metadata["split"] == "test"
     assert first.context and first.context.split("\n")[0].split(": ", 1)[0].isupper()
     assert set(first.metadata) >= {"pmid", "split", "long_answer", "year", "meshes"}
-    assert {q.metadata["pmid"] for q in questions} == pubmedqa_test_ids(data_root / "pubmedqa")
+    truth = json.loads((data_root / "pubmedqa" / "test_ground_truth.json").read_text())
+    assert {q.metadata["pmid"] for q in questions} == set(truth)
+    assert all(q.options[q.gold] == truth[q.metadata["pmid"]] for q in questions)  # the official labels are the gold
     # the ground-truth file is ordered by label; the loader keeps ori_pqal.json's mixed order
     assert {q.gold for q in questions[:50]} == {"A", "B", "C"}
 
 
-def test_pubmedqa_train_split_is_disjoint(data_root: Path) -> None:
-    train = load_pubmedqa(data_root / "pubmedqa", split="train")
-    test_ids = pubmedqa_test_ids(data_root / "pubmedqa")
-    assert len(train) == 500
-    assert not {q.metadata["pmid"] for q in train} & test_ids
-    assert {q.metadata["split"] for q in train} == {"train"}
-    every = load_pubmedqa(data_root / "pubmedqa", split="all")
-    assert len(every) == 1000 and len({q.id for q in every}) == 1000
+def test_pubmedqa_splits_partition_the_labelled_set(data_root: Path) -> None:
+    test, dev, train = (load_pubmedqa(data_root / "pubmedqa", split=s) for s in ("test", "dev", "train"))
+    every = load_pubmedqa(data_root / "pubmedqa" / "ori_pqal.json", split="all")  # the file itself is accepted as path too
+    assert (len(test), len(dev), len(train), len(every)) == (500, 100, 400, 1000)
+    ids = [{q.id for q in part} for part in (test, dev, train)]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert ids[0] | ids[1] | ids[2] == {q.id for q in every}
+    assert [{q.metadata["split"] for q in part} for part in (test, dev, train)] == [{"test"}, {"dev"}, {"train"}]
+    assert Counter(q.metadata["split"] for q in every) == {"test": 500, "train": 400, "dev": 100}
 
 
 def test_pubmedqa_default_path_and_bad_split(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOC_DATA_ROOT", str(data_root))
-    assert len(load_pubmedqa()) == 500
-    assert len(load_pubmedqa(data_root / "pubmedqa" / "ori_pqal.json", split="train")) == 500
-    with pytest.raises(ValueError, match="split"):
-        load_pubmedqa(split="validation")  # type: ignore[arg-type]
+    assert len(load_pubmedqa()) == 500 and len(load_dataset("pubmedqa:dev")) == 100
+    with pytest.raises(ValueError, match="unknown split 'validation' of pubmedqa; use one of test, dev, train, all"):
+        load_pubmedqa(split="validation")
+    with pytest.raises(ValueError, match="pubmedqa has the splits test, dev, train, not 'valid'"):
+        load_dataset("pubmedqa:valid")
+    with pytest.raises(ValueError, match="medqa has no splits; drop split='dev'"):
+        load_dataset("medqa", split="dev")
 
 
-@pytest.mark.parametrize(("options", "folder"), [(4, "medqa"), (5, "medqa_5options")])
-def test_medqa(data_root: Path, options: int, folder: str) -> None:
-    questions = load_medqa(data_root / folder, options=options)
-    assert len(questions) == 1273
-    assert all(len(q.options) == options for q in questions)
-    assert all(q.gold in q.options for q in questions)
-    assert len({q.id for q in questions}) == 1273
-    assert questions[0].metadata["meta_info"] in {"step1", "step2&3"}
-    # the file itself is accepted as path too
-    assert len(load_medqa(data_root / folder / "test.jsonl", options=options)) == 1273
-
-
-def test_medqa_ids(data_root: Path) -> None:
-    four = load_medqa(data_root / "medqa")
-    assert four[0].id == "medqa-0" and four[0].metadata["realidx"] == 0
-    assert load_medqa(data_root / "medqa_5options", options=5)[0].id == "medqa5-0"
-    with pytest.raises(ValueError, match="4 or 5"):
-        load_medqa(data_root / "medqa", options=3)
+@pytest.mark.parametrize(("name", "n", "options", "first_id"), [("medqa", 4, 4, "medqa-0"), ("medqa_5options", 5, 5, "medqa5-0")])
+def test_medqa(data_root: Path, name: str, n: int, options: int, first_id: str) -> None:
+    questions = load_dataset(name, data_root / name)
+    assert len(questions) == 1273 and len({q.id for q in questions}) == 1273
+    assert all(len(q.options) == options and q.gold in q.options for q in questions)
+    assert questions[0].id == first_id and questions[0].metadata["meta_info"] in {"step1", "step2&3"}
+    assert len(load_dataset(name, data_root / name / "test.jsonl")) == 1273  # the file itself is accepted as path too
 
 
 def test_medqa_wrong_option_count_is_a_data_error(data_root: Path) -> None:
     with pytest.raises(DataError, match=r"medqa_5options/test.jsonl line 1: expected 4 options, got 5"):
-        load_medqa(data_root / "medqa_5options", options=4)
+        load_dataset("medqa", data_root / "medqa_5options")
+
+
+@pytest.mark.parametrize(("name", "n", "options", "gold"), [("medqa_dev", 1271, 5, "ABCDE"), ("medqa_train", 1029, 4, "ABCD")])
+def test_medqa_dev_and_train(data_root: Path, name: str, n: int, options: int, gold: str) -> None:
+    questions = load_dataset(name, root=data_root)
+    assert len(questions) == n and len({q.id for q in questions}) == n
+    assert all(len(q.options) == options for q in questions) and set(Counter(q.gold for q in questions)) == set(gold)
+    test = {q.question for name in ("medqa", "medqa_5options") for q in load_dataset(name, root=data_root)}
+    assert not {q.question for q in questions} & test  # near-duplicates of test questions were removed from these files
 
 
 def test_medmcqa(data_root: Path) -> None:
@@ -101,9 +89,10 @@ def test_medmcqa(data_root: Path) -> None:
     assert len(repeated) == 14 and sorted(repeated.values())[:3] == [108, 140, 210]
     # they are kept (answers are scored by label) and flagged, with and without skip_invalid
     for skip in (False, True):
-        questions = load_medmcqa(path, skip_invalid=skip)
+        questions = load_dataset("medmcqa", path, skip_invalid=skip)
         assert len(questions) == 2816 and questions.report.skipped == 0
         assert {q.id for q in questions if q.duplicate_options} == set(repeated)
+    assert Counter(q.gold for q in questions) == {"A": 950, "B": 735, "C": 617, "D": 514}
     assert all(len(q.options) == 4 and q.id.startswith("medmcqa-") for q in questions)
     by_id = {q.id: q for q in questions}
     assert by_id[next(i for i, line in repeated.items() if line == 108)].duplicate_options == [["A", "D"]]
@@ -111,23 +100,18 @@ def test_medmcqa(data_root: Path) -> None:
 
 
 def test_mmlu_medical(data_root: Path) -> None:
-    questions = load_mmlu_medical(data_root / "mmlu_medical")
-    assert len(questions) == 1089
+    questions = load_dataset("mmlu_medical", data_root / "mmlu_medical")
+    assert len(questions) == 1089 and len({q.id for q in questions}) == 1089
     counts = Counter(q.metadata["subject"] for q in questions)
-    assert set(counts) == set(MMLU_MEDICAL_SUBJECTS) and len(MMLU_MEDICAL_SUBJECTS) == 6
-    assert counts["anatomy"] == 135 and counts["professional_medicine"] == 272
-    assert len({q.id for q in questions}) == 1089
-    some = load_mmlu_medical(data_root / "mmlu_medical", subjects=["anatomy", "Medical Genetics"])
-    assert len(some) == 235 and {q.metadata["subject"] for q in some} == {"anatomy", "medical_genetics"}
-    with pytest.raises(ValueError, match="unknown MMLU medical subject"):
-        load_mmlu_medical(data_root / "mmlu_medical", subjects=["astronomy"])
+    assert counts == {"anatomy": 135, "clinical_knowledge": 265, "college_biology": 144, "college_medicine": 173,
+                      "medical_genetics": 100, "professional_medicine": 272}  # fmt: skip
+    assert questions[0].id == f"mmlu-anatomy-{questions[0].metadata['realidx']}"
 
 
-def test_registry(data_root: Path) -> None:
-    assert set(DATASETS) == {"pubmedqa", "medqa", "medqa_5options", "medmcqa", "mmlu_medical"}
-    assert len(load_dataset("medqa_5options", data_root / "medqa_5options")) == 1273
-    assert len(load_dataset("pubmedqa", data_root / "pubmedqa", split="train")) == 500
-    with pytest.raises(ValueError, match="unknown dataset 'medqa4'; known: pubmedqa, medqa, medqa_5options"):
+def test_builtin_names() -> None:
+    assert set(DATASETS) == {"pubmedqa", "medqa", "medqa_5options", "medmcqa", "mmlu_medical", "medqa_dev", "medqa_train"}
+    assert all(spec.description for spec in DATASETS.values())
+    with pytest.raises(ValueError, match=r"unknown dataset 'medqa4'; give a built-in name \(medmcqa, medqa, medqa_5options, medqa_dev"):
         load_dataset("medqa4")
 
 
@@ -149,6 +133,11 @@ def test_data_root_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert data_root() == (tmp_path / "shared" / "data").resolve()
 
 
+def test_a_builtin_without_its_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no ori_pqal.json in .*pubmedqa; check the path \(or set VOC_DATA_ROOT / --data-root\)"):
+        load_dataset("pubmedqa", root=tmp_path)
+
+
 # --- stratified sampling ---
 
 
@@ -156,10 +145,7 @@ def _questions(counts: dict[str, int]) -> list[Question]:
     """Questions sorted by gold label (like test_ground_truth.json), so the first N are all one label."""
     out = []
     for gold, count in counts.items():
-        out += [
-            Question(question=f"q {gold} {i}", options=["w", "x", "y", "z"], gold=gold, id=f"{gold}{i}")
-            for i in range(count)
-        ]
+        out += [Question(question=f"q {gold} {i}", options=["w", "x", "y", "z"], gold=gold, id=f"{gold}{i}") for i in range(count)]
     return out
 
 
@@ -197,59 +183,50 @@ def test_stratified_sample_exact_size_for_many_n() -> None:
         assert len(sample) == n and len({q.id for q in sample}) == n
 
 
-# --- generic loaders ---
+# --- your own files ---
 
 
-def test_load_jsonl_field_mapping(tmp_path: Path) -> None:
+def test_load_file_field_mapping(tmp_path: Path) -> None:
     path = tmp_path / "mine.jsonl"
     rows = [
         {"q": "Which is red?", "choices": ["sky", "blood"], "ans": "B", "key": 7, "passage": "Colours.", "src": "x"},
         {"q": "Which is wet?", "choices": {"yes": "water", "no": "sand"}, "ans": "yes", "key": 8, "src": "y"},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    questions = load_jsonl(
-        path, question_field="q", options_field="choices", context_field="passage", gold_field="ans", id_field="key"
-    )
+    questions = load_file(path, question="q", options="choices", context="passage", gold="ans", id="key")
     assert [q.id for q in questions] == ["7", "8"]
     assert questions[0].options == {"A": "sky", "B": "blood"} and questions[0].gold == "B"
     assert questions[0].context == "Colours." and questions[1].context is None
-    assert questions[1].options == {"yes": "water", "no": "sand"}
+    assert questions[1].options == {"yes": "water", "no": "sand"} and questions[1].gold == "yes"
     assert questions[0].metadata == {"src": "x"}
-    only = load_jsonl(path, question_field="q", options_field="choices", metadata_fields=[])
-    assert only[0].metadata == {} and only[0].gold is None and len(only[0].id) == 12
+    only = load_file(path, question="q", options="choices", metadata=[])
+    assert only[0].metadata == {} and only[0].gold is None and [q.id for q in only] == ["0", "1"]  # ids: the row positions
 
 
-def test_load_jsonl_option_fields(tmp_path: Path) -> None:
+def test_load_file_option_fields(tmp_path: Path) -> None:
     path = tmp_path / "cols.jsonl"
     path.write_text(json.dumps({"question": "2+2?", "A": "3", "B": "4", "C": None, "gold": "B"}) + "\n")
-    (question,) = load_jsonl(path, option_fields=["A", "B", "C"], gold_field="gold")
+    (question,) = load_file(path, options=["A", "B", "C"])
     assert question.options == {"A": "3", "B": "4"} and question.gold == "B"
+    assert question.metadata == {}  # the option columns and the gold are not metadata
 
 
 def test_load_csv_option_columns(tmp_path: Path) -> None:
     path = tmp_path / "mine.csv"
     path.write_text(
-        "id,question,A,B,C,answer,note\n"
-        '1,"Multi\nline question?",one,two,three,C,n1\n'
-        '2,Second?,"x, with comma",y,,A,n2\n',
-        encoding="utf-8",
+        'id,question,A,B,C,answer,note\n1,"Multi\nline question?",one,two,three,C,n1\n2,Second?,"x, with comma",y,,A,n2\n', encoding="utf-8"
     )
-    questions = load_csv(path, option_fields=["A", "B", "C"], gold_field="answer", id_field="id")
-    assert [q.id for q in questions] == ["1", "2"]
-    assert questions[0].question == "Multi\nline question?" and questions[0].gold == "C"
-    assert questions[1].options == {"A": "x, with comma", "B": "y"}
+    questions = load_file(path)  # single-letter columns are the options, `answer` the gold, `id` the ids
+    assert [q.id for q in questions] == ["1", "2"] and [q.gold for q in questions] == ["C", "A"]
+    assert questions[0].question == "Multi\nline question?" and questions[0].options == {"A": "one", "B": "two", "C": "three"}
+    assert questions[1].options == {"A": "x, with comma", "B": "y"} and questions.report.dropped_options == 1
     assert questions[0].metadata == {"note": "n1"}
-    # single-letter columns are found without option_fields
-    assert load_csv(path, gold_field="answer", id_field="id")[0].options == {"A": "one", "B": "two", "C": "three"}
 
 
 def test_load_csv_json_options_column(tmp_path: Path) -> None:
     path = tmp_path / "json_opts.csv"
-    path.write_text(
-        'question,opts,gold\n"Pick one","{""A"": ""left"", ""B"": ""right""}",B\n"Pick again","[""up"", ""down""]",A\n',
-        encoding="utf-8",
-    )
-    questions = load_csv(path, options_field="opts", gold_field="gold")
+    path.write_text('question,opts,gold\n"Pick one","{""A"": ""left"", ""B"": ""right""}",B\n"Pick again","[""up"", ""down""]",A\n')
+    questions = load_file(path, options="opts")
     assert questions[0].options == {"A": "left", "B": "right"} and questions[0].gold == "B"
     assert questions[1].options == {"A": "up", "B": "down"}
 
@@ -257,85 +234,10 @@ def test_load_csv_json_options_column(tmp_path: Path) -> None:
 def test_load_csv_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text('question,A,B,answer\nok?,a,b,A\n\n"multi\nline",a,b,Z\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.csv line 4: .*gold label 'Z'"):
-        load_csv(path, gold_field="answer")
-    with pytest.raises(DataError, match=r"bad.csv line 1: no column\(s\) \['gold'\]"):
-        load_csv(path, gold_field="gold")
-
-
-# --- hub ids (no network here: a stand-in `datasets` module) ---
-
-
-@pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict]]:
-    tables: dict[str, list[dict]] = {}
-
-    def fake_load_dataset(hub_id: str, name: str | None = None, split: str | None = None) -> list[dict]:
-        return tables[hub_id]
-
-    module = types.ModuleType("datasets")
-    module.load_dataset = fake_load_dataset  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "datasets", module)
-    return tables
-
-
-def test_hub_ids_use_the_same_row_mapping(fake_hub: dict[str, list[dict]]) -> None:
-    fake_hub["someone/medqa"] = [
-        {
-            "question": "Q?",
-            "options": {"A": "a", "B": "b", "C": "c", "D": "d"},
-            "answer_idx": "C",
-            "answer": "c",
-            "meta_info": "step1",
-        }
-    ]
-    fake_hub["someone/medmcqa"] = [
-        {
-            "question": "Q?",
-            "opa": "a",
-            "opb": "b",
-            "opc": "c",
-            "opd": "d",
-            "cop": 1,
-            "id": "u1",
-            "subject_name": "Anatomy",
-        }
-    ]
-    fake_hub["someone/mmlu"] = [
-        {"question": "Q?", "subject": "anatomy", "choices": ["a", "b", "c", "d"], "answer": 3},
-        {"question": "Q2?", "subject": "astronomy", "choices": ["a", "b", "c", "d"], "answer": 0},
-    ]
-    (medqa,) = load_medqa("someone/medqa")
-    assert medqa.gold == "C" and medqa.id == "medqa-0"
-    (medmcqa,) = load_medmcqa("someone/medmcqa")
-    assert medmcqa.gold == "B" and medmcqa.id == "medmcqa-u1"
-    (mmlu,) = load_mmlu_medical("someone/mmlu")
-    assert mmlu.gold == "D" and mmlu.metadata["subject"] == "anatomy"
-    fake_hub["someone/bad"] = [
-        {"question": "Q?", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}, "answer_idx": "E"}
-    ]
-    with pytest.raises(DataError, match=r"hub:someone/bad\[test\] line 1: gold label 'E'"):
-        load_medqa("someone/bad")
-
-
-def test_hub_pubmedqa(fake_hub: dict[str, list[dict]], data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VOC_DATA_ROOT", str(data_root))
-    test_pmid = sorted(pubmedqa_test_ids())[0]
-    fake_hub["qiaojin/PubMedQA"] = [
-        {
-            "pubid": int(test_pmid),
-            "question": "Q?",
-            "context": {"contexts": ["c1"], "labels": ["AIM"], "meshes": []},
-            "long_answer": "la",
-            "final_decision": "yes",
-        },
-        {
-            "pubid": 1,
-            "question": "Q2?",
-            "context": {"contexts": ["c"], "labels": ["AIM"], "meshes": ["m"]},
-            "long_answer": "la",
-            "final_decision": "no",
-        },
-    ]
-    (train,) = load_pubmedqa("qiaojin/PubMedQA", split="train")
-    assert train.id == "pubmedqa-1" and train.gold == "B" and train.context == "AIM: c"
+    with pytest.raises(DataError, match=r"bad.csv line 4: answer 'Z' matches none of the options \(a; b\)"):
+        load_file(path)
+    with pytest.raises(DataError, match=r"bad.csv line 4: gold label 'Z' is not among the option labels \['A', 'B'\]"):
+        load_file(path, gold="answer", gold_as="label")
+    with pytest.raises(DataError, match=r"bad.csv line 1: no field\(s\) \['gold'\] in the header \['question', 'A', 'B', 'answer'\]; "
+                       r"map them with --field KEY=FIELD"):  # fmt: skip
+        load_file(path, gold="gold")

@@ -125,8 +125,8 @@ def test_builders_refuse_the_pubmedqa_test_split(data_root: Path) -> None:
     with pytest.raises(TestSplitError, match="question text equals pubmedqa test question"):
         refuse_test_questions([anonymous])
     train = pubmedqa_train_questions(data_root / "pubmedqa", limit=None, seed=0)
-    assert len(train) == 500
-    refuse_test_questions(train)  # the 500 non-test questions pass
+    assert len(train) == 400  # the training split: neither test nor dev
+    refuse_test_questions(train)  # the 400 training questions pass
 
 
 def test_mcq_builder_refuses_test_files(data_root: Path) -> None:

@@ -1,5 +1,6 @@
-"""Malformed files fed to every loader: each loads correctly, raises DataError naming the file and the line
-(or the PMID for JSON-object files), or with skip_invalid=True skips the bad rows and counts them."""
+"""Malformed files fed to the loader through every built-in spec and a recognised layout: each loads correctly, raises
+DataError naming the file and the line (the PMID in PubMedQA's JSON-object files), or with skip_invalid=True skips the
+bad rows and counts them."""
 
 from __future__ import annotations
 
@@ -13,18 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voc.datasets import (
-    DataError,
-    QuestionList,
-    load_csv,
-    load_jsonl,
-    load_medmcqa,
-    load_medqa,
-    load_mmlu_medical,
-    load_pubmedqa,
-    pubmedqa_test_ids,
-    read_jsonl,
-)
+from voc.datasets import DataError, QuestionList, load_dataset, load_file, load_pubmedqa, read_jsonl
+
+
+def load_medqa(path: Path, **kw: Any) -> QuestionList:
+    return load_dataset("medqa", path, **kw)
 
 # --- JSONL loaders: a valid row maker and the loader for each ---
 
@@ -55,9 +49,9 @@ def _generic_row(i: int) -> dict[str, Any]:
 
 JSONL_LOADERS: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[..., QuestionList]]] = {
     "medqa": (_medqa_row, load_medqa),
-    "medmcqa": (_medmcqa_row, load_medmcqa),
-    "mmlu_medical": (_mmlu_row, load_mmlu_medical),
-    "generic": (_generic_row, lambda path, **kw: load_jsonl(path, gold_field="answer_idx", **kw)),
+    "medmcqa": (_medmcqa_row, lambda path, **kw: load_dataset("medmcqa", path, **kw)),
+    "mmlu_medical": (_mmlu_row, lambda path, **kw: load_dataset("mmlu_medical", path, **kw)),
+    "generic": (_generic_row, load_file),  # question / options / answer_idx, recognised without a mapping
 }
 
 
@@ -116,7 +110,7 @@ def _mutate(make: Callable[[int], dict[str, Any]], kind: str) -> str:
         options = row["options"]
         first = next(iter(options.values())) if isinstance(options, dict) else options[0]
         dup = {**options, "B": first} if isinstance(options, dict) else [first, first, *options[2:]]
-        return json.dumps({**row, "options": dup, "answer": first})
+        return json.dumps({**row, "options": dup, **({"answer": first} if "answer" in row else {})})
     if kind == "duplicate_key":
         return json.dumps(row)[:-1] + ', "question": "again?"}'
     if kind == "nan":
@@ -181,7 +175,8 @@ def test_skip_logs_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     path = _write(tmp_path / "test.jsonl", [json.dumps(_medqa_row(0)), "{oops", "[]"])
     questions = load_medqa(path, skip_invalid=True)
     assert len(questions) == 1 and questions.report.skipped == 2
-    assert "skipped 2 invalid rows in" in caplog.text and "(first: line 2:" in caplog.text
+    assert "loaded 1 questions from" in caplog.text and "; skipped 2 invalid rows (first: " in caplog.text
+    assert "test.jsonl line 2: invalid JSON" in caplog.text
 
 
 def test_invalid_utf8_line(tmp_path: Path, jsonl_loader: Any) -> None:
@@ -225,10 +220,12 @@ def test_medqa_answer_text_mismatch(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"no nope\.jsonl in"):
         load_medqa(tmp_path / "nope.jsonl")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"no ori_pqal\.json in"):
         load_pubmedqa(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no data file nope\.jsonl; check the path"):
+        load_file("nope.jsonl")
 
 
 # --- hypothesis: garbage lines inserted into a valid JSONL file ---
@@ -332,7 +329,6 @@ def test_pubmedqa_small_valid_with_bom_and_crlf(tmp_path: Path) -> None:
     }
     train = load_pubmedqa(folder, split="train")
     assert [q.id for q in train] == ["pubmedqa-102", "pubmedqa-104"] and [q.gold for q in train] == ["B", "B"]
-    assert pubmedqa_test_ids(folder) == {"101", "103"}
     assert len(load_pubmedqa(folder, split="all")) == 4
 
 
@@ -341,7 +337,7 @@ def test_pubmedqa_small_valid_with_bom_and_crlf(tmp_path: Path) -> None:
     [
         ('{"101": {"QUESTION": "x",\n  "CONTEXTS": [', "line 2"),  # truncated
         ('{"101": {"QUESTION": "x"},\n\n "102": }', "line 3"),  # invalid value
-        ("[1, 2]", "line 1"),  # not an object
+        ("[1, 2]", "record 1"),  # a list: no PMIDs
         ("", "line 1"),  # empty file
         ('{"101": {}, "101": {}}', "'101'"),  # duplicate PMID key
     ],
@@ -352,6 +348,8 @@ def test_pubmedqa_broken_ori_file(tmp_path: Path, ori_text: str, where: str) -> 
         with pytest.raises(DataError) as caught:
             load_pubmedqa(folder, split="all", skip_invalid=skip)
         _assert_names(caught.value, "pubmedqa/ori_pqal.json", where)
+    if ori_text.startswith("["):
+        assert "the record has no key (the file must be an object keyed by PMID)" in str(caught.value)
 
 
 @pytest.mark.parametrize("truth_text", ['{"101": "yes",', "[]", "", '{"101": "yes", "101": "no"}'])
@@ -377,8 +375,6 @@ def _broken_entry(kind: str) -> Any:
         entry["final_decision"] = "perhaps"
     elif kind == "missing_decision":
         del entry["final_decision"]
-    elif kind == "meshes_type":
-        entry["MESHES"] = "Humans"
     elif kind == "not_object":
         return "just text"
     elif kind == "empty_question":
@@ -395,7 +391,6 @@ def _broken_entry(kind: str) -> Any:
         "labels_mismatch",
         "bad_decision",
         "missing_decision",
-        "meshes_type",
         "not_object",
         "empty_question",
     ],
@@ -424,7 +419,6 @@ def test_pubmedqa_bad_ground_truth_label_never_leaks_into_train(tmp_path: Path) 
     assert load_pubmedqa(folder, skip_invalid=True).report.skipped == 1
     train = load_pubmedqa(folder, split="train")
     assert [q.metadata["pmid"] for q in train] == ["104"]  # 102 is a test PMID even with a bad label
-    assert "102" in pubmedqa_test_ids(folder)
 
 
 def test_pubmedqa_test_pmid_missing_from_ori(tmp_path: Path) -> None:
@@ -442,7 +436,7 @@ def test_pubmedqa_ground_truth_disagrees_with_final_decision(tmp_path: Path) -> 
     ori, truth = _valid_pubmedqa()
     truth["101"] = "no"
     folder = _pubmedqa_folder(tmp_path / "pubmedqa", ori, truth)
-    with pytest.raises(DataError, match=r"ori_pqal.json PMID 101: test_ground_truth.json says 'no' but "):
+    with pytest.raises(DataError, match=r"test_ground_truth.json PMID 101: gold 'no' differs from the row's final_decision 'yes'; fix"):
         load_pubmedqa(folder)
 
 
@@ -450,7 +444,7 @@ def test_pubmedqa_non_pmid_key(tmp_path: Path) -> None:
     ori, truth = _valid_pubmedqa()
     truth["abc"] = "yes"
     folder = _pubmedqa_folder(tmp_path / "pubmedqa", ori, truth)
-    with pytest.raises(DataError, match=r"test_ground_truth.json key 'abc': 'abc' is not a PMID"):
+    with pytest.raises(DataError, match=r"test_ground_truth.json PMID abc: listed in split 'test' but missing from pubmedqa/ori_pqal.json"):
         load_pubmedqa(folder)
 
 
@@ -464,7 +458,7 @@ def _csv_row(i: int, gold: str = "B") -> str:
 
 
 def _load_csv(path: Path, **kw: Any) -> QuestionList:
-    return load_csv(path, option_fields=["A", "B", "C", "D"], gold_field="answer", id_field="id", **kw)
+    return load_file(path, options=["A", "B", "C", "D"], gold="answer", gold_as="label", id="id", **kw)
 
 
 def test_csv_bom_crlf_load(tmp_path: Path) -> None:
@@ -522,7 +516,7 @@ def test_csv_unterminated_quote_is_reported(tmp_path: Path) -> None:
         (b"", "line 1", "empty"),
         (b"\xef\xbb\xbf\r\n", "line 1", "empty"),
         (CSV_HEADER.encode() + b"\n", "line 1", "no rows"),
-        (b"id,question,answer\n1,Q?,A\n", "line 1", "no option columns"),
+        (b"id,question,answer\n1,Q?,A\n", "line 1", "no field(s) ['options'] in the header ['id', 'question', 'answer']"),
         (b"id,question,A,A,answer\n", "line 1", "duplicate columns"),
         (CSV_HEADER.encode() + b"\n" + _csv_row(0).encode() + b"\n2,\xff,a,b,c,d,A\n", "line 3", "UTF-8"),
     ],
@@ -532,22 +526,22 @@ def test_csv_broken_file(tmp_path: Path, content: bytes, where: str, reason: str
     path.write_bytes(content)
     for skip in (False, True):
         with pytest.raises(DataError) as caught:
-            load_csv(path, gold_field="answer", skip_invalid=skip)
+            load_file(path, gold="answer", skip_invalid=skip)
         _assert_names(caught.value, "q.csv", where)
         assert reason in str(caught.value)
 
 
 def test_csv_missing_mapped_column(tmp_path: Path) -> None:
     path = _write(tmp_path / "q.csv", [CSV_HEADER, _csv_row(0)])
-    with pytest.raises(DataError, match=r"q.csv line 1: no column\(s\) \['context'\]"):
-        _load_csv(path, context_field="context")
+    with pytest.raises(DataError, match=r"q.csv line 1: no field\(s\) \['context'\] in the header"):
+        _load_csv(path, context="context")
 
 
 def test_csv_bad_json_options_column(tmp_path: Path) -> None:
     path = _write(tmp_path / "q.csv", ["question,opts", '"Q1?","[""a"", ""b""]"', '"Q2?","[""a"", ""b"""'])
     with pytest.raises(DataError, match=r"q.csv line 3: field 'opts' must be a JSON list or object"):
-        load_csv(path, options_field="opts")
-    assert load_csv(path, options_field="opts", skip_invalid=True).report.skipped == 1
+        load_file(path, options="opts")
+    assert load_file(path, options="opts", skip_invalid=True).report.skipped == 1
 
 
 @settings(max_examples=60, deadline=None)

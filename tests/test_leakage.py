@@ -1,7 +1,7 @@
 """finetune/leakage.py: fine-tuning data is checked by content against every test split, on the real shared data.
 
 Each case asserts the refusal (or the drop and its count), so disabling the check fails them; the clean training
-sources (MedQA train subset and dev, PubMedQA's 500 non-test questions, a MedQuAD sample) must pass untouched.
+sources (MedQA train subset and dev, PubMedQA's 400 training questions, a MedQuAD sample) must pass untouched.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def test_pubmedqa_source_whose_test_questions_were_relabelled_is_refused(data_ro
     truth = json.loads((data_root / "pubmedqa" / "test_ground_truth.json").read_text())
     hidden = pubmedqa_test[3].metadata["pmid"]
     (folder / "test_ground_truth.json").write_text(json.dumps({k: v for k, v in truth.items() if k != hidden}))
-    with pytest.raises(TestSplitError, match=rf"PMID {hidden}: PMID {hidden} is in PubMedQA's test split; 1 of 501 records"):
+    with pytest.raises(TestSplitError, match=rf"PMID {hidden}: PMID {hidden} is in PubMedQA's test split; 1 of 401 records"):
         pubmedqa_train_questions(folder, None, 0, Guard(leakage_index(data_root)))
 
 
@@ -222,7 +222,7 @@ def test_medqa_training_files_pass(data_root: Path, dataset: str, file: str, n: 
 def test_pubmedqa_non_test_questions_and_abstracts_pass(data_root: Path, index: LeakageIndex, pubmedqa_test) -> None:
     guard = Guard(index, "filter")
     train = pubmedqa_train_questions(data_root / "pubmedqa", None, 0, guard)
-    assert len(train) == 500 and guard.dropped == 0
+    assert len(train) == 400 and guard.dropped == 0  # the training split (dev's 100 never reach training)
     assert not {normalise(q.question) for q in train} & {normalise(q.question) for q in pubmedqa_test}  # different texts
     assert not [q.id for q in train if index.match_text(pubmedqa_abstract(q))]
 

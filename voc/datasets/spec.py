@@ -1,0 +1,214 @@
+"""A dataset as a declarative spec (a YAML file or a pydantic object): where the rows are, which fields hold the
+question's parts, checks, and split rules. The built-in datasets are the YAML files in voc/datasets/specs/.
+
+`resolve` turns what a user gives into a spec: a built-in name (`pubmedqa:dev` picks a split), a spec file, a data
+file whose layout is recognised from its fields, or a hub id `hf:org/name[:config][@split]`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from voc.datasets.common import DataError, display_name
+
+SPECS_DIR = Path(__file__).parent / "specs"
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+PLACEHOLDERS = ("n/a", "none given")  # option texts dropped at load time, ignoring case and spacing ("" always is)
+HUB = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.-]+))?$")
+SLOT = re.compile(r"\{([^{}]+)\}")
+
+
+class Fields(BaseModel):
+    """Which fields of a row hold the question's parts; `_index` is the record's position in the source, `_key` its key
+    in a JSON-object file."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = "question"
+    options: str | list[str] = "options"  # one field (dict label -> text, list of texts, or their JSON text), or one per option
+    gold: str | None = None
+    gold_as: Literal["label", "index", "index1", "text", "auto"] = "label"  # index: 0-based; auto: index if int, label if one, else text
+    answer_text: str | None = None  # a field holding the gold option's text: checked against it (catches shifted labels)
+    context: str | None = None  # a text, or a list of texts joined by context_join
+    context_labels: str | None = None  # a list beside the context list: each part becomes "LABEL: text"
+    context_join: str = "\n"
+    id: str = "{_index}"  # a field, or a template like "medqa-{realidx|_index}" ("|": the first that is set)
+    key: str | None = None  # what split lists and messages name a record by (default _key)
+    subject: str | None = None  # kept as metadata["subject"]: reports then give per-subject tables
+    metadata: list[str] | dict[str, str] | None = None  # fields kept (name -> field); None: every field not mapped above
+
+    @field_validator("id")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return value if "{" in value else "{" + value + "}"
+
+    def used(self) -> set[str]:
+        """The top-level row fields this mapping reads."""
+        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject, self.key]
+        names += [*(self.options if isinstance(self.options, list) else [self.options]), *"|".join(SLOT.findall(self.id)).split("|")]
+        return {n.strip() for n in names if n}
+
+
+class Source(BaseModel):
+    """A file or glob (relative to the data root; './' or '../' to the spec file), or a Hugging Face dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None
+    hub: str | None = None
+    config: str | None = None
+    split: str = "test"  # the hub dataset's split
+
+    @model_validator(mode="after")
+    def _one(self) -> Source:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give the source as path (a file or glob under the data root) or hub (a Hugging Face dataset id)")
+        return self
+
+
+class Split(BaseModel):
+    """The records whose key is listed in `file` (beside the data file: a JSON object key -> gold answer, which is then
+    the gold, or a JSON list of keys) or in `ids`; or the records in none of the splits `not_in`."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str | None = None
+    ids: list[str | int] | None = None
+    not_in: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Split:
+        if sum(x is not None for x in (self.file, self.ids, self.not_in)) != 1:
+            raise ValueError("give a split as exactly one of file, ids or not_in")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    """A dataset, declared."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    description: str = ""
+    source: Source
+    format: Literal["jsonl", "json", "csv", "tsv", "parquet"] | None = None  # default: from the file's suffix
+    fields: Fields = Field(default_factory=Fields)
+    infer: bool = False  # recognise fields not given from the first record (data files given by path)
+    options: dict[str, str] | None = None  # the same options for every row (PubMedQA's yes/no/maybe)
+    n_options: int | None = Field(default=None, ge=2)  # every question has this many options (after placeholders are dropped)
+    placeholders: list[str] = Field(default_factory=lambda: list(PLACEHOLDERS))
+    key_name: str = "key"  # how messages name a record's key, e.g. PMID
+    splits: dict[str, Split] = Field(default_factory=dict)
+    default_split: str | None = None
+    _base: Path | None = PrivateAttr(default=None)  # the spec file's folder
+
+    @model_validator(mode="after")
+    def _splits(self) -> DatasetSpec:
+        for name, split in self.splits.items():
+            if any(n not in self.splits or self.splits[n].not_in is not None for n in split.not_in or []):
+                raise ValueError(f"split {name!r}: not_in must name splits given by file or ids")
+        if self.splits and self.default_split not in self.splits:
+            raise ValueError(f"default_split must be one of {list(self.splits)}")
+        return self
+
+    def with_fields(self, overrides: dict[str, Any], source: str = "fields") -> DatasetSpec:
+        """A copy with fields overridden; a gold given without gold_as is read as `auto` and not checked against `answer`."""
+        if "gold" in overrides and "gold_as" not in overrides:
+            overrides = {"answer_text": None, **overrides, "gold_as": "auto"}
+        try:
+            fields = Fields(**{**self.fields.model_dump(exclude_unset=True), **overrides})
+        except ValidationError as exc:
+            raise spec_error(source, exc) from None
+        copy = self.model_copy(update={"fields": fields})
+        copy._base = self._base
+        return copy
+
+
+def spec_error(source: str, error: ValidationError) -> DataError:
+    item = next((e for e in error.errors() if e["type"] == "extra_forbidden"), error.errors()[0])  # a misspelt key first
+    where = ".".join(str(p) for p in item["loc"])
+    if item["type"] == "extra_forbidden":
+        return DataError(source, f"unknown key {where!r}; the keys are those of voc.datasets.DatasetSpec and Fields", skippable=False)
+    return DataError(source, f"{where}: {item['msg'].removeprefix('Value error, ')}".lstrip(": "), skippable=False)
+
+
+def read_spec(path: str | Path) -> DatasetSpec:
+    """A spec from a YAML file; a bad file is a one-line DataError naming it."""
+    path, name = Path(path), display_name(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no spec file {path}; check the path")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None  # type: ignore[attr-defined]
+        raise DataError(name, f"not valid YAML ({getattr(exc, 'problem', exc)})", line=line, skippable=False) from None
+    if not isinstance(raw, dict):
+        raise DataError(name, "a spec is a YAML mapping with at least `source`", skippable=False)
+    try:
+        spec = DatasetSpec(**{"name": path.stem, **raw})
+    except ValidationError as exc:
+        raise spec_error(name, exc) from None
+    spec._base = path.parent
+    return spec
+
+
+@functools.cache
+def builtin_specs() -> dict[str, DatasetSpec]:
+    """The built-in datasets: name -> spec, from voc/datasets/specs/*.yaml."""
+    return {path.stem: read_spec(path) for path in sorted(SPECS_DIR.glob("*.yaml"))}
+
+
+def infer_fields(names: list[str]) -> dict[str, Any]:
+    """The mapping of a common layout, from a record's field names: question; options, choices or columns A, B, ...;
+    answer_idx (a label; `answer` is then checked as its text), else gold, label or answer (auto); context, subject,
+    and id or realidx when present."""
+    letters = [n for n in names if len(n) == 1 and n.isupper()]
+    found: dict[str, Any] = {n: n for n in ("context", "subject") if n in names}
+    options = next((n for n in ("options", "choices") if n in names), letters if len(letters) >= 2 else None)
+    found.update({"options": options} if options else {})
+    gold = next((n for n in ("answer_idx", "gold", "label", "answer") if n in names), None)
+    if gold:
+        found.update(gold=gold, gold_as="label" if gold == "answer_idx" else "auto")
+        found.update({"answer_text": "answer"} if gold == "answer_idx" and "answer" in names else {})
+    ident = "id" if "id" in names else "realidx" if "realidx" in names else None
+    return {**found, "id": ident} if ident else found
+
+
+def dataset_name(given: str) -> str:
+    """The name a dataset goes by in records and reports: a built-in name or `name:split` as given, a spec file's `name`,
+    a data file's name, `hf:org_name` for a hub id. Names never hold '/' (reports use it for 'dataset/subject')."""
+    if given.endswith((".yaml", ".yml")) and Path(given).is_file():
+        given = read_spec(given).name or Path(given).stem
+    return given.replace("/", "_") if HUB.match(given) else Path(given).name if "/" in given else given
+
+
+def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSpec, str | None]:
+    """(spec, split) for what a user gave: a built-in name (`name:split`), a spec file, a data file or a hub id.
+
+    `fields` overrides the mapping of data files and hub ids (a built-in or a spec file is changed in its spec)."""
+    builtins, hub = builtin_specs(), HUB.match(given)
+    name, _, split = given.partition(":")
+    if name in builtins:
+        spec = builtins[name]
+        if split and split not in spec.splits:
+            raise ValueError(f"{name} has {'the splits ' + ', '.join(spec.splits) if spec.splits else 'no splits'}, not {split!r}")
+        return spec, split or None
+    path = Path(given).expanduser()
+    if hub:
+        spec = DatasetSpec(name=dataset_name(given), source=Source(hub=hub["id"], config=hub["config"], split=hub["split"] or "test"))
+    elif path.suffix in (".yaml", ".yml"):
+        return read_spec(path), None
+    elif path.suffix in FORMATS and (path.is_file() or any(ch in given for ch in "*?[")):
+        spec = DatasetSpec(name=dataset_name(given), source=Source(path=str(path.absolute())))
+    elif path.suffix in FORMATS:
+        raise FileNotFoundError(f"no data file {given}; check the path")
+    else:
+        known = ", ".join(n + (f" ({'|'.join(s.splits)})" if s.splits else "") for n, s in builtins.items())
+        raise ValueError(
+            f"unknown dataset {given!r}; give a built-in name ({known}; a split as name:split), a spec file (.yaml), "
+            f"a data file ({', '.join(FORMATS)}) or a hub id hf:org/name"
+        )
+    spec.infer = True
+    return spec.with_fields(fields or {}, "--field"), None
