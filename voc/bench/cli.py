@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from voc.datasets import DATASETS
 from voc.strategies import STRATEGIES
 
 
@@ -27,7 +26,21 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(seed=0)
     _set_help(parser, "seed", "seed of the --limit sample (and of sampled generation); default 0")
     parser.add_argument(
-        "--dataset", nargs="+", default=["pubmedqa"], metavar="NAME", help=f"one or more of {', '.join(DATASETS)} (default: pubmedqa)"
+        "--dataset",
+        nargs="+",
+        default=["pubmedqa"],
+        metavar="NAME",
+        help="one or more of: a built-in name (`voc datasets` lists them; a split as name:split, e.g. pubmedqa:dev), a spec file "
+        "(.yaml), a data file (.jsonl/.json/.csv/.tsv/.parquet; question/options/answer_idx is recognised), or "
+        "hf:org/name[:config][@split] (default: pubmedqa)",
+    )
+    parser.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=FIELD",
+        help="map a field of the data files and hub ids given, e.g. --field question=stem --field options=opa,opb,opc,opd "
+        "--field gold=cop --field gold_as=index (keys: question, options, gold, gold_as, answer_text, context, id, subject, metadata)",
     )
     parser.add_argument(
         "--strategy",
@@ -66,6 +79,7 @@ def config_from_args(args: argparse.Namespace):
         engine=args.engine,
         engine_options=options,
         datasets=args.dataset,
+        fields=field_overrides(args.field),
         strategies=args.strategy,
         limit=args.limit,
         seed=args.seed,
@@ -81,6 +95,19 @@ def config_from_args(args: argparse.Namespace):
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )
+
+
+def field_overrides(items: list[str]) -> dict[str, object]:
+    """`--field question=stem --field options=A,B,C,D` -> {'question': 'stem', 'options': ['A', 'B', 'C', 'D']}."""
+    from voc.datasets import Fields
+
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in Fields.model_fields:
+            raise ValueError(f"bad --field {item!r}; give KEY=FIELD with KEY one of {', '.join(Fields.model_fields)}")
+        overrides[key] = [v.strip() for v in value.split(",")] if key in ("options", "metadata") and "," in value else value or None
+    return overrides
 
 
 def command_line() -> list[str] | None:
@@ -170,7 +197,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add `bench` and `report` to the `voc` command's subparsers."""
-    bench = subparsers.add_parser("bench", help="benchmark strategies on PubMedQA, MedQA, MedMCQA, MMLU-medical (resumable)")
+    bench = subparsers.add_parser("bench", help="benchmark strategies on built-in datasets or your own question files (resumable)")
     add_bench_arguments(bench)
     bench.set_defaults(handler=cmd_bench)
     report = subparsers.add_parser("report", help="(re)write a run's report, or put several runs side by side")

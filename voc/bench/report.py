@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from voc.bench.records import BenchError, RunFolder, latest_by_key, write_atomic
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 ACCURACY_PLOT = "accuracy.png"
-SUBJECTS_PLOT = "accuracy_mmlu_subjects.png"
+SUBJECTS_PLOT = "accuracy_mmlu_subjects.png"  # mmlu_medical's; any other dataset with subjects: accuracy_subjects_<name>.png
 
 PUBLISHED_NOTE = "published figures, not measured here"
 PUBLISHED_PUBMEDQA = [  # PubMedQA reasoning-required test accuracy (%), as published by their authors
@@ -28,7 +29,35 @@ PUBLISHED_PUBMEDQA = [  # PubMedQA reasoning-required test accuracy (%), as publ
     {"system": "GPT-4-base", "accuracy": 80.4},
     {"system": "Flan-PaLM", "accuracy": 79.0},
 ]
-OPTION_NAMES = {"pubmedqa": {"A": "yes", "B": "no", "C": "maybe"}}
+OPTION_NAMES = {"pubmedqa": {"A": "yes", "B": "no", "C": "maybe"}}  # by built-in name; pubmedqa:dev too
+
+
+def option_names(dataset: str) -> dict[str, str]:
+    return OPTION_NAMES.get(dataset.split(":")[0], {})
+
+
+def slug(name: str) -> str:
+    """A dataset name as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "dataset"
+
+
+def subjects_plot(dataset: str) -> str:
+    return SUBJECTS_PLOT if dataset == "mmlu_medical" else f"accuracy_subjects_{slug(dataset)}.png"
+
+
+def given_names(config: dict[str, Any]) -> dict[str, str]:
+    """Dataset name in the records -> what the user gave for it (`--dataset`), where the two differ."""
+    from voc.datasets import dataset_name
+
+    given: dict[str, str] = {}
+    for item in config.get("datasets") or []:
+        try:
+            name = dataset_name(item)
+        except (OSError, ValueError):  # a spec file that moved or broke since the run
+            continue
+        if name != item:
+            given[name] = item
+    return given
 
 
 # --- numbers ------------------------------------------------------------------------------------------------------
@@ -66,6 +95,7 @@ def build_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], RunSumm
         "fingerprint": fingerprint.model_dump(mode="json") if fingerprint else None,
         "model_path": next((s.get("model_name") for s in reversed(sessions) if s.get("model_name")), None),
         "questions": {name: len(ids) for name, ids in datasets.items()},
+        "given_as": given_names(config),
         "duplicate_options": {name: len(ids) for name, ids in flagged.items()},
         "strategies": [s for s in strategies if any(r.strategy == s for r in records)] or sorted({r.strategy for r in records}),
         "started": sessions[0]["started"] if sessions else None,
@@ -124,6 +154,7 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
     )
     pooled = [r for r in summary.results if "/" not in r.group]
     subjects = [r for r in summary.results if "/" in r.group]
+    given = run.get("given_as") or {}  # dataset name -> what was given to --dataset, where they differ
     lines = [f"# Benchmark report: {run['folder']}", ""]
     if not run["complete"]:
         lines += ["> **Incomplete run**: the last session did not finish; re-run the same command to complete it.", ""]
@@ -134,10 +165,8 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         f"- Engine: `{fp.get('engine', '?')}`" + (f" {fp.get('engine_options')}" if fp.get("engine_options") else ""),
         f"- Hardware: {hw or 'unknown'}",
         "- Questions: "
-        + ", ".join(f"{name} {n}" for name, n in run["questions"].items())
-        + (
-            f" (seeded label-stratified sample, limit {fp.get('limit')}, seed {fp.get('seed')})" if fp.get("limit") else " (full test sets)"
-        ),
+        + ", ".join(f"{name} {n}" + (f" (`{given[name]}`)" if name in given else "") for name, n in run["questions"].items())
+        + (f" (seeded label-stratified sample, limit {fp.get('limit')}, seed {fp.get('seed')})" if fp.get("limit") else " (all questions)"),
         f"- Strategies: {', '.join(run['strategies'])}; max_tokens {params.get('max_tokens')}, temperature {params.get('temperature')}, "
         f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}",
         f"- Date: {run.get('started') or '?'} to {run.get('finished') or '?'} ({run['sessions']} session(s))",
@@ -166,11 +195,15 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         ["dataset", "strategy", "N", "accuracy", "95% CI", "macro-F1", "errors", "context truncated"],
         [[r.group, r.strategy, r.n, pct(r.accuracy), ci_text(r.ci), pct(r.macro_f1), r.errors, r.context_truncated] for r in pooled],
     )
-    if subjects:
-        lines += ["", "### Per subject", ""]
+    for dataset in dict.fromkeys(r.group.split("/", 1)[0] for r in subjects):  # any dataset whose questions have a subject
+        lines += ["", f"### Per subject: {dataset}", ""]
         lines += table(
             ["subject", "strategy", "N", "accuracy", "95% CI", "macro-F1", "errors"],
-            [[r.group.split("/", 1)[1], r.strategy, r.n, pct(r.accuracy), ci_text(r.ci), pct(r.macro_f1), r.errors] for r in subjects],
+            [
+                [r.group.split("/", 1)[1], r.strategy, r.n, pct(r.accuracy), ci_text(r.ci), pct(r.macro_f1), r.errors]
+                for r in subjects
+                if r.group.split("/", 1)[0] == dataset
+            ],
         )
     for name in plots:
         lines += ["", f"![{name}]({name})"]
@@ -232,7 +265,7 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
     )
     lines += ["", "## Confusion matrices", "", "Rows: gold label; columns: chosen label.", ""]
     for r in pooled:
-        names = OPTION_NAMES.get(r.group, {})
+        names = option_names(r.group)
         header = [f"{r.group} / {r.strategy}", *[f"{lab} {names.get(lab, '')}".strip() for lab in r.labels]]
         lines += table(
             header, [[f"**{lab} {names.get(lab, '')}**".replace(" **", "**"), *row] for lab, row in zip(r.labels, r.confusion, strict=True)]
@@ -326,7 +359,7 @@ def plot_accuracy(results: Sequence[StrategyResult], path: Path, title: str) -> 
 def plot_confusions(results: Sequence[StrategyResult], path: Path, dataset: str) -> None:
     """One confusion matrix per strategy for a dataset (rows gold, columns chosen)."""
     fig = _figure(3.2 * len(results), 3.2)
-    names = OPTION_NAMES.get(dataset, {})
+    names = option_names(dataset)
     for k, r in enumerate(results):
         ax = fig.add_subplot(1, len(results), k + 1)
         ax.imshow(r.confusion, cmap="Blues")
@@ -357,13 +390,14 @@ def write_report(path: str | os.PathLike[str]) -> list[Path]:
         plot_accuracy(pooled, folder / ACCURACY_PLOT, str(results["run"].get("model") or ""))
         plots.append(ACCURACY_PLOT)
     subjects = [r for r in summary.results if "/" in r.group]
-    if subjects:
-        plot_accuracy(subjects, folder / SUBJECTS_PLOT, "MMLU medical subjects")
-        plots.append(SUBJECTS_PLOT)
+    for dataset in dict.fromkeys(r.group.split("/", 1)[0] for r in subjects):
+        items = [r for r in subjects if r.group.split("/", 1)[0] == dataset]
+        plot_accuracy(items, folder / subjects_plot(dataset), f"{dataset}: accuracy per subject")
+        plots.append(subjects_plot(dataset))
     for dataset in dict.fromkeys(r.group for r in pooled):
         items = [r for r in pooled if r.group == dataset and r.n]
         if items:
-            name = f"confusion_{dataset}.png"
+            name = f"confusion_{slug(dataset)}.png"
             plot_confusions(items, folder / name, dataset)
             plots.append(name)
     write_atomic(folder / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")

@@ -43,7 +43,7 @@ from voc.bench.records import (
     latest_by_key,
     now_iso,
 )
-from voc.datasets import DATASETS, load_dataset, stratified_sample
+from voc.datasets import dataset_name, load_spec, resolve, stratified_sample
 from voc.engines import ENGINES, Engine, SamplingParams, make_engine
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
@@ -63,7 +63,11 @@ class BenchConfig(BaseModel):
     model: str | None = Field(default=None, description="HF folder, .gguf or hub id; None = the embedded SmolLM2-135M-Instruct")
     engine: str = "hf"
     engine_options: dict[str, Any] = Field(default_factory=dict, description="extra engine arguments (device, dtype, base_url, ...)")
-    datasets: list[str] = Field(default_factory=lambda: ["pubmedqa"])
+    datasets: list[str] = Field(
+        default_factory=lambda: ["pubmedqa"],
+        description="built-in names (a split as name:split, e.g. pubmedqa:dev), spec files, data files or hf:org/name ids",
+    )
+    fields: dict[str, Any] = Field(default_factory=dict, description="field mapping overrides for datasets given as data files or hub ids")
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
     limit: int | None = Field(default=None, ge=1, description="per dataset: a seeded label-stratified sample of this size")
     seed: int = 0
@@ -87,10 +91,16 @@ class BenchConfig(BaseModel):
         return list(dict.fromkeys(values))
 
     def check(self) -> None:
-        """One-line errors for unknown names."""
-        for name in self.datasets:
-            if name not in DATASETS:
-                raise BenchError(f"unknown dataset {name!r}; use one or more of {', '.join(DATASETS)}")
+        """One-line errors for unknown names, datasets that cannot be resolved, and two datasets with one name."""
+        names: dict[str, str] = {}
+        specs = [resolve(given, self.fields)[0] for given in self.datasets]  # unknown names, missing files, bad specs or fields
+        for given in self.datasets:
+            name = dataset_name(given)
+            if name in names:
+                raise BenchError(f"datasets {names[name]!r} and {given!r} both go by {name!r}; give one a spec file with its own name")
+            names[name] = given
+        if self.fields and not any(spec.infer for spec in specs):
+            raise BenchError("--field maps the fields of data files and hub ids; change a built-in dataset or a spec file in its spec")
         for name in self.strategies:
             if name not in STRATEGIES:
                 raise BenchError(f"unknown strategy {name!r}; use one or more of {', '.join(STRATEGIES)}")
@@ -117,13 +127,15 @@ class BenchConfig(BaseModel):
 
 
 def plan_questions(config: BenchConfig) -> dict[str, list[Question]]:
-    """The questions of each dataset: all of them, or a seeded label-stratified sample of `limit`."""
+    """The questions of each dataset, keyed by its name in records and reports (`dataset_name`): all of them, or a
+    seeded label-stratified sample of `limit`. Skipped rows and dropped placeholder options are logged."""
     plan: dict[str, list[Question]] = {}
-    for name in config.datasets:
-        path = Path(config.data_root) / name if config.data_root else None
-        loaded = load_dataset(name, path, skip_invalid=config.skip_invalid)
-        if loaded.report.skipped:
-            log.warning("%s: %s", name, loaded.report.summary())
+    for given in config.datasets:
+        spec, split = resolve(given, config.fields)
+        loaded = load_spec(spec, root=config.data_root, split=split, skip_invalid=config.skip_invalid)
+        if loaded.report.skipped or loaded.report.dropped_options:
+            log.warning("%s: %s", given, loaded.report.summary())
+        name = dataset_name(given)
         questions = list(loaded)
         if config.limit is not None:
             questions = stratified_sample(questions, config.limit, config.seed)

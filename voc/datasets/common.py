@@ -70,11 +70,12 @@ class LoadReport:
 
     def summary(self) -> str:
         text = f"loaded {self.loaded} questions from {self.source}"
-        if self.dropped_options:
-            text += f"; dropped {self.dropped_options} empty or placeholder options in {self.rows_with_dropped} rows"
         if self.errors:
             first = self.errors[0]
-            text += f"; skipped {self.skipped} invalid rows (first: {first.source} {first.where}: {first.reason})"
+            where = first.where if first.source == self.source else f"{first.source} {first.where}"
+            text = f"skipped {self.skipped} invalid rows in {self.source} (first: {where}: {first.reason})"
+        if self.dropped_options:
+            text += f"; dropped {self.dropped_options} empty or placeholder options in {self.rows_with_dropped} rows"
         return text
 
 
@@ -150,7 +151,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataErr
         except UnicodeDecodeError as exc:
             yield number, DataError(name, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=number)
         except json.JSONDecodeError as exc:
-            yield number, DataError(name, f"invalid JSON ({exc.msg} at column {exc.colno}); truncated line?", line=number)
+            yield number, DataError(name, f"invalid JSON ({exc.msg}: column {exc.colno}); truncated line?", line=number)
         except RowError as exc:
             yield number, DataError(name, str(exc), line=number)
         else:

@@ -178,7 +178,7 @@ def check_fields(spec: DatasetSpec, fields: Fields, names: list[str], loc: Loc, 
         needed += [*fields.used(), *(fields.metadata.values() if isinstance(fields.metadata, dict) else fields.metadata or [])]
     missing = [n for n in dict.fromkeys(needed) if n and not n.startswith("_") and n not in names]
     if missing:
-        hint = "map them with --field KEY=FIELD (voc bench) or fields=" if spec.infer else "fix the spec's fields"
+        hint = "map them with --field KEY=FIELD (voc bench), fields= (load_file) or a spec file" if spec.infer else "fix the spec's fields"
         reason = f"no field(s) {missing} in the {'header' if header else 'first records'} {names}; {hint}"
         raise DataError(loc.source, reason, line=loc.line, where=loc.where, skippable=False)
     return fields

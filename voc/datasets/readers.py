@@ -39,7 +39,7 @@ def json_values(path: Path, key_name: str = "key") -> Iterator[Record]:
     try:
         data = parse_json(text) if text.strip() else None
     except json.JSONDecodeError as exc:
-        reason = f"invalid JSON ({exc.msg} at column {exc.colno}); truncated file?"
+        reason = f"invalid JSON ({exc.msg}: column {exc.colno}); truncated file?"
         raise DataError(name, reason, line=exc.lineno, skippable=False) from None
     except RowError as exc:  # a duplicate key, NaN
         raise DataError(name, str(exc), skippable=False) from None

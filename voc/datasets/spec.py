@@ -177,10 +177,13 @@ def infer_fields(names: list[str]) -> dict[str, Any]:
 
 
 def dataset_name(given: str) -> str:
-    """The name a dataset goes by in records and reports: a built-in name or `name:split` as given, a spec file's `name`,
-    a data file's name, `hf:org_name` for a hub id. Names never hold '/' (reports use it for 'dataset/subject')."""
+    """The name a dataset goes by in records and reports: a built-in name, `name:split` (`pubmedqa:test` is `pubmedqa`),
+    a spec file's `name`, a data file's name, `hf:org_name` for a hub id. Never a '/': reports read 'dataset/subject'."""
     if given.endswith((".yaml", ".yml")) and Path(given).is_file():
         given = read_spec(given).name or Path(given).stem
+    name, _, split = given.partition(":")
+    if name in builtin_specs() and split == builtin_specs()[name].default_split:
+        return name  # pubmedqa:test is pubmedqa
     return given.replace("/", "_") if HUB.match(given) else Path(given).name if "/" in given else given
 
 
