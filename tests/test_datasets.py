@@ -50,8 +50,9 @@ def test_pubmedqa_default_path_and_bad_split(data_root: Path, monkeypatch: pytes
         load_pubmedqa(split="validation")
     with pytest.raises(ValueError, match="pubmedqa has the splits test, dev, train, not 'valid'"):
         load_dataset("pubmedqa:valid")
-    with pytest.raises(ValueError, match="medqa has no splits; drop split='dev'"):
+    with pytest.raises(ValueError, match="medqa is a test split; drop split='dev'"):
         load_dataset("medqa", split="dev")
+    assert len(load_dataset("medqa_dev", split="dev")) == 1271 and len(load_dataset("mmlu_medical", split="test")) == 1089
 
 
 @pytest.mark.parametrize(("name", "n", "options", "first_id"), [("medqa", 4, 4, "medqa-0"), ("medqa_5options", 5, 5, "medqa5-0")])

@@ -191,10 +191,11 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
     source, fields = spec.source, spec.fields
     if spec.splits and (split := split or spec.default_split) not in (*spec.splits, "all"):
         raise ValueError(f"unknown split {split!r} of {spec.name}; use one of {', '.join([*spec.splits, 'all'])}")
-    if not spec.splits and split is not None and not source.hub:
-        raise ValueError(f"{spec.name} has no splits; drop split={split!r}")
+    if not spec.splits and split not in (None, "all", spec.default_split) and not source.hub:
+        what = f"is a {spec.default_split} split" if spec.default_split else "has no splits"
+        raise ValueError(f"{spec.name} {what}; drop split={split!r}")
     if source.hub:
-        source, split = source.model_copy(update={"split": split or source.split}), None
+        source, split = source.model_copy(update={"split": split if split not in (None, "all") else source.split}), None
         label, folder, rows = f"hf:{source.hub}[{source.split}]", Path("."), hub_records(source.hub, source.config, source.split)
     else:
         files = _files(spec, root, path)

@@ -101,7 +101,7 @@ class DatasetSpec(BaseModel):
     placeholders: list[str] = Field(default_factory=lambda: list(PLACEHOLDERS))
     key_name: str = "key"  # how messages name a record's key, e.g. PMID
     splits: dict[str, Split] = Field(default_factory=dict)
-    default_split: str | None = None
+    default_split: str | None = None  # with splits: the one loaded by default; without: which split the whole source is
     _base: Path | None = PrivateAttr(default=None)  # the spec file's folder
 
     @model_validator(mode="after")
@@ -195,8 +195,9 @@ def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSp
     name, _, split = given.partition(":")
     if name in builtins:
         spec = builtins[name]
-        if split and split not in spec.splits:
-            raise ValueError(f"{name} has {'the splits ' + ', '.join(spec.splits) if spec.splits else 'no splits'}, not {split!r}")
+        if split and split not in (*spec.splits, spec.default_split):
+            what = f"has the splits {', '.join(spec.splits)}" if spec.splits else f"is a {spec.default_split} split"
+            raise ValueError(f"{name} {what}, not {split!r}")
         return spec, split or None
     path = Path(given).expanduser()
     if hub:
