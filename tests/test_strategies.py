@@ -192,3 +192,15 @@ def test_final_rule_accuracy_recomputes_each_rule_from_stored_records() -> None:
     assert final_rule_accuracy(records) == pytest.approx({"choice": 1 / 3, "verdicts": 2 / 3, "combined": 1 / 3})
     no_verdicts = records[0].model_copy(update={"verifications": {}})
     assert final_rule_accuracy([no_verdicts]) == {"choice": None, "verdicts": None, "combined": None}
+
+
+def test_verification_tokens_bound_each_verification(engine: RecordingEngine) -> None:
+    long = SamplingParams(max_tokens=24)
+    free = VerificationOfChoice(params=long).run(QUESTIONS, engine)
+    bounded = VerificationOfChoice(params=long, verification_tokens=5).run(QUESTIONS, engine)
+    for a, b, q in zip(free, bounded, QUESTIONS, strict=True):
+        assert b.completion_tokens <= 5 * len(q.options) < a.completion_tokens
+        for label in q.labels:  # greedy: the bounded verification is the start of the free one
+            assert a.verifications[label].text.startswith(b.verifications[label].text.strip()[:10])
+    with pytest.raises(ValueError, match="verification_tokens must be at least 1"):
+        VerificationOfChoice(verification_tokens=0)

@@ -30,6 +30,7 @@ class VoC:
     only the rounds the rule needs are run.
     `choose_prompt`: for voc, what the choice round shows: "full" verifications or "compact" (each verdict and the
     start of its verification: a much shorter prompt).
+    `verification_tokens`: for voc, the budget of each verification (default: `params.max_tokens`).
     `templates`: a folder whose .jinja files override the built-in prompts.
     Other keyword arguments go to the engine (device, dtype, batch_size, trust_remote_code, ...).
     """
@@ -43,11 +44,12 @@ class VoC:
         params: SamplingParams | None = None,
         final_rule: FinalRule = "combined",
         choose_prompt: ChoosePrompt = "full",
+        verification_tokens: int | None = None,
         templates: str | os.PathLike[str] | None = None,
         **engine_options: Any,
     ) -> None:
         self.templates = Templates(templates)
-        self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule, choose_prompt)
+        self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule, choose_prompt, verification_tokens)
         if isinstance(engine, Engine):
             self.engine = engine
         else:

@@ -28,6 +28,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--final-rule", default="combined", choices=FINAL_RULES, help="voc: how the choice and the verdicts combine (only those rounds run)"
     )
     parser.add_argument(
+        "--verification-tokens", type=int, default=None, help="voc: the budget of each verification (default: --max-tokens)"
+    )
+    parser.add_argument(
         "--choose-prompt", default="full", choices=CHOOSE_PROMPTS, help="voc: the choice round shows full verifications or a summary"
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run")
@@ -72,6 +75,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         params=sampling_params(args),
         final_rule=args.final_rule,
         choose_prompt=args.choose_prompt,
+        verification_tokens=args.verification_tokens,
         templates=args.templates,
         **engine_options(args),
     )

@@ -92,6 +92,7 @@ def config_from_args(args: argparse.Namespace):
         force=args.force,
         final_rule=args.final_rule,
         choose_prompt=args.choose_prompt,
+        verification_tokens=args.verification_tokens,
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )

@@ -119,6 +119,7 @@ class RunFingerprint(BaseModel):
     templates_hash: str
     final_rule: str
     choose_prompt: str = "full"
+    verification_tokens: int | None = None
     voc_version: str = ""
     chunk_size: int | None = Field(default=None, description="questions per strategy call (batch composition)")
 

@@ -80,6 +80,7 @@ class BenchConfig(BaseModel):
     force: bool = False
     final_rule: str = "combined"
     choose_prompt: str = Field(default="full", description="voc: what its choice round shows (full or compact)")
+    verification_tokens: int | None = Field(default=None, ge=1, description="voc: the budget of each verification (None: max_tokens)")
     templates: str | None = None
     skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
@@ -174,6 +175,7 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         templates_hash=templates.source_hash(),
         final_rule=config.final_rule,
         choose_prompt=config.choose_prompt,
+        verification_tokens=config.verification_tokens,
         voc_version=voc.__version__,
         chunk_size=config.chunk_size,
     )
@@ -474,7 +476,11 @@ def run_bench(
         session["model_name"] = engine.model_name
         session["engine"] = type(engine).__name__
         shared = RoundBars(engine, show=progress)  # one engine for every strategy
-        voc_options: dict[str, Any] = {"final_rule": config.final_rule, "choose_prompt": config.choose_prompt}
+        voc_options: dict[str, Any] = {
+            "final_rule": config.final_rule,
+            "choose_prompt": config.choose_prompt,
+            "verification_tokens": config.verification_tokens,
+        }
         runners = {
             s: VoC(engine=shared, strategy=s, params=config.params(), templates=config.templates, **voc_options) for s in config.strategies
         }

@@ -18,12 +18,14 @@ def make_strategy(
     params: SamplingParams | None = None,
     final_rule: FinalRule = "combined",
     choose_prompt: ChoosePrompt = "full",
+    verification_tokens: int | None = None,
 ) -> Strategy:
-    """The strategy called `name` (one of direct, cot, voc); `final_rule` and `choose_prompt` apply to voc."""
+    """The strategy called `name` (one of direct, cot, voc); `final_rule`, `choose_prompt` and `verification_tokens`
+    apply to voc."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
     if name == "voc":
-        return VerificationOfChoice(templates, params, final_rule, choose_prompt)
+        return VerificationOfChoice(templates, params, final_rule, choose_prompt, verification_tokens)
     return STRATEGIES[name](templates, params)
 
 

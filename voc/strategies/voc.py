@@ -1,7 +1,9 @@
 """`voc`, Verification-of-Choice: verify each option separately, then choose in the light of all.
 
 Rounds (each one batched engine call over all questions):
-1. `verify`: for every option of every question, generate a verification (evidence for and against it).
+1. `verify`: for every option of every question, generate a verification (evidence for and against it),
+   of at most `verification_tokens` tokens (default: the sampling params' max_tokens; with k options VoC
+   generates up to k verifications per question where CoT generates one reasoning).
 2. `verdict`: the probability of the verdict "correct" (against "incorrect"), scored right after each
    verification's own tokens.
 3. `choose`: the probability of each label after a prompt that shows all verifications: in full
@@ -46,12 +48,16 @@ class VerificationOfChoice(Strategy):
         params: SamplingParams | None = None,
         final_rule: FinalRule = "combined",
         choose_prompt: ChoosePrompt = "full",
+        verification_tokens: int | None = None,
     ) -> None:
+        if verification_tokens is not None and verification_tokens < 1:
+            raise ValueError(f"verification_tokens must be at least 1, got {verification_tokens}")
         if final_rule not in FINAL_RULES:
             raise ValueError(f"unknown final rule {final_rule!r}; use one of {', '.join(FINAL_RULES)}")
         if choose_prompt not in CHOOSE_TEMPLATES:
             raise ValueError(f"unknown choose prompt {choose_prompt!r}; use one of {', '.join(CHOOSE_PROMPTS)}")
         self.final_rule = final_rule
+        self.verification_tokens = verification_tokens
         self.choose_prompt_style = choose_prompt
         self.choose_template = CHOOSE_TEMPLATES[choose_prompt]
         self.template_files = (VERIFY, self.choose_template)
@@ -81,8 +87,17 @@ class VerificationOfChoice(Strategy):
         candidates = [self.templates.block(VERIFY, f"verdict_{v}", option=option) for v in ("true", "false")]
         return Continuation(prompt, generation, prefix), candidates
 
+    @property
+    def verify_params(self) -> SamplingParams:
+        """Sampling of the verify round: the stop text, and `verification_tokens` (if set) as each verification's budget."""
+        update: dict[str, Any] = {"stop": (*self.params.stop, self.templates.block(VERIFY, "stop"))}
+        if self.verification_tokens is not None:
+            update["max_tokens"] = self.verification_tokens
+        return self.params.model_copy(update=update)
+
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
-        max_tokens, rounds = self.params.max_tokens, self.rounds
+        params, rounds = self.verify_params, self.rounds
+        max_tokens = params.max_tokens
 
         def tokens(q: Question) -> int:  # the longest prompt: a verification, or the choose prompt holding all of them
             longest = max(engine.count_tokens(engine.render(self.verify_prompt(q, lab))) for lab in q.labels) + max_tokens
@@ -97,7 +112,6 @@ class VerificationOfChoice(Strategy):
         sizes = [len(q.labels) for q, _ in fitted]
 
         verify_prompts = [self.verify_prompt(q, lab) for q, lab in pairs]
-        params = self.params.model_copy(update={"stop": (*self.params.stop, self.templates.block(VERIFY, "stop"))})
         with self.timed("verify"):
             generations = engine.generate(verify_prompts, params, desc="voc: verify")
 
