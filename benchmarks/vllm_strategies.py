@@ -1,6 +1,6 @@
-"""Each strategy on the vLLM engine: wall time per round, prefill and decode tokens, prefix-cache hits.
+"""Each strategy on the vLLM engine (or `--engine hf`): wall time per round, prefill and decode tokens, prefix-cache hits.
 
-One vLLM engine is started and shared; before each strategy the prefix cache is emptied, so every
+One engine is started and shared; before each strategy vLLM's prefix cache is emptied, so every
 strategy's hit rate counts only the reuse within its own rounds (VoC's per-option prompts share
 the context and question). A strategy is `direct`, `cot`, `voc` or a VoC variant
 `voc:FINAL_RULE[:compact]` (for example `voc:verdicts`, `voc:choice:compact`): each runs only the
@@ -9,6 +9,7 @@ rounds its final rule needs. Prints each variant's wall time against `cot`'s; `-
 Examples:
     python benchmarks/vllm_strategies.py --limit 6 --max-tokens 32            # CPU, embedded SmolLM2-135M
     python benchmarks/vllm_strategies.py --preset realistic --model "$(../shared/tools/bench-model-qwen-coder-0.5b.sh | tail -1)"
+    python benchmarks/vllm_strategies.py --preset realistic --engine hf --model FOLDER --random-weights   # GPU, no weights to carry
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def make_variant(name: str, params: SamplingParams) -> Strategy:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="HF folder, .gguf or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    parser.add_argument("--random-weights", action="store_true", help="the model's config and tokenizer with random weights (speed only)")
     parser.add_argument("--preset", choices=["realistic"], help=f"realistic: {REALISTIC} (pass --model: the 0.5B bench model)")
-    parser.add_argument("--datasets", nargs="+", default=["pubmedqa"], choices=sorted(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=["pubmedqa"], help=f"built-in names or name:split ({', '.join(DATASETS)})")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--limit", type=int, default=20, help="questions: a seeded label-stratified sample of this size")
     parser.add_argument("--seed", type=int, default=0, help="sample seed")
@@ -79,19 +82,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from voc.engines.vllm import VLLMEngine
+    from voc.engines import make_engine
 
     params = SamplingParams(max_tokens=args.max_tokens)
+    model = random_weights(args.model) if args.random_weights else args.model
     start = time.perf_counter()
-    engine = VLLMEngine(
-        args.model, dtype=args.dtype, max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-    )  # fmt: skip
+    if args.engine == "vllm":
+        options = {"dtype": args.dtype, "max_model_len": args.max_model_len, "gpu_memory_utilization": args.gpu_memory_utilization,
+                   "tensor_parallel_size": args.tensor_parallel_size}  # fmt: skip
+    else:
+        options = {"dtype": None if args.dtype == "auto" else args.dtype, "batch_size": 256}
+    engine = make_engine(args.engine, model, **options)
     startup = time.perf_counter() - start
     tables = {}
     try:
         for dataset in args.datasets:
-            questions = stratified_sample(load_dataset(dataset, split=args.split), args.limit, seed=args.seed)
+            name, _, split = dataset.partition(":")
+            questions = stratified_sample(load_dataset(name, split=split or args.split), args.limit, seed=args.seed)
             # Warm-up on one real question (first long prompts pay one-time kernel set-up); its cache is reset below.
             make_strategy("cot", params=SamplingParams(max_tokens=4)).run(questions[:1], engine)
             tables[dataset] = [measure(engine, make_variant(name, params), name, questions) for name in args.strategies]
@@ -99,6 +106,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engine.close()
     return {
         "model": engine.model_name,
+        "engine": args.engine,
+        "random_weights": args.random_weights,
+        "device": device_name(),
         "datasets": args.datasets,
         "split": args.split,
         "limit": args.limit,
@@ -111,17 +121,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def random_weights(model: str | None) -> str:
+    """A folder with `model`'s config and tokenizer and random bf16 weights (measures speed at real sizes, no weights carried)."""
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from voc.models import resolve_model
+
+    source = resolve_model(model)
+    folder = Path(tempfile.mkdtemp(prefix="random-weights-"))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=torch.bfloat16).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return str(folder)
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
+
+
 def measure(engine: Any, strategy: Strategy, name: str, questions: list[Any]) -> dict[str, Any]:
     """Run one strategy on all questions from an empty prefix cache; its time, tokens, cache hits and accuracy."""
-    engine.reset_prefix_cache()
+    if hasattr(engine, "reset_prefix_cache"):
+        engine.reset_prefix_cache()
     stats = engine.stats
     before = dict(stats.extra, completion_tokens=stats.completion_tokens, prompt_tokens=stats.prompt_tokens)
     t0 = time.perf_counter()
     answers = strategy.run(questions, engine)
     seconds = time.perf_counter() - t0
     generated = stats.completion_tokens - before["completion_tokens"]
-    queries = stats.extra["prefix_cache_queries"] - before["prefix_cache_queries"]
-    hits = stats.extra["prefix_cache_hits"] - before["prefix_cache_hits"]
+    queries = stats.extra.get("prefix_cache_queries", 0) - before.get("prefix_cache_queries", 0)
+    hits = stats.extra.get("prefix_cache_hits", 0) - before.get("prefix_cache_hits", 0)
+    if args_engine_is_hf := "prefix_tokens_reused" in stats.extra:  # hf: shared prefixes run once instead of a cache
+        queries = stats.prompt_tokens - before["prompt_tokens"]
+        hits = stats.extra["prefix_tokens_reused"] - before.get("prefix_tokens_reused", 0)
+    del args_engine_is_hf
     graded = [a for a in answers if a.gold is not None]
     return {
         "strategy": name,
@@ -141,8 +179,8 @@ def measure(engine: Any, strategy: Strategy, name: str, questions: list[Any]) ->
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"model {result['model']} | {result['split']} x{result['limit']} | max_tokens {result['max_tokens']}"
-          f" | engine start {result['engine_startup_s']} s")  # fmt: skip
+    print(f"model {result['model']} ({result['engine']} on {result['device']}) | {result['split']} x{result['limit']}"
+          f" | max_tokens {result['max_tokens']} | engine start {result['engine_startup_s']} s")  # fmt: skip
     for dataset, rows in result["tables"].items():
         cot = next((r["seconds"] for r in rows if r["strategy"] == "cot"), None)
         header = f"{'strategy':<22} {'seconds':>8} {'/ cot':>6} {'prefill tok':>12} {'decode tok':>11} {'cache hits':>11} {'accuracy':>9}"

@@ -324,11 +324,11 @@ def build_index(root: Path) -> LeakageIndex:
 
 def _add_pubmedqa(index: LeakageIndex, folder: Path, stems: dict[tuple[str, ...], list[_Piece]]) -> None:
     test = load_pubmedqa(folder, split="test")
-    train = load_pubmedqa(folder, split="train", skip_invalid=True)
+    every = load_pubmedqa(folder, split="all", skip_invalid=True)  # test, dev and train
     index.pmids = frozenset(str(q.metadata["pmid"]) for q in test)
     index.sizes["pubmedqa"] = len(test)
     # a sentence found in more than one abstract (test or training) is boilerplate: it does not point at one paper
-    seen = Counter(tuple(words(s)) for q in [*test, *train] for s in set(_abstract_sentences(q)))
+    seen = Counter(tuple(words(s)) for q in every for s in set(_abstract_sentences(q)))
     for q in test:
         ref = TestRef("pubmedqa", str(q.metadata["pmid"]))
         index.questions.setdefault(normalise(q.question), []).append(_TestQuestion(ref, frozenset(), lone=True))
