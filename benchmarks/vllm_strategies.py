@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--warmup", choices=["light", "full"], default="light",
+                        help="untimed first: light = a 4-token cot on one question; full = cot and voc on all questions (GPU)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.preset == "realistic":
@@ -99,8 +101,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for dataset in args.datasets:
             name, _, split = dataset.partition(":")
             questions = stratified_sample(load_dataset(name, split=split or args.split), args.limit, seed=args.seed)
-            # Warm-up on one real question (first long prompts pay one-time kernel set-up); its cache is reset below.
-            make_strategy("cot", params=SamplingParams(max_tokens=4)).run(questions[:1], engine)
+            # Warm-up (first long prompts and new batch shapes pay one-time kernel set-up); the cache is reset below.
+            if args.warmup == "full":
+                for name in ("cot", "voc"):
+                    make_strategy(name, params=params).run(questions, engine)
+            else:
+                make_strategy("cot", params=SamplingParams(max_tokens=4)).run(questions[:1], engine)
             tables[dataset] = [measure(engine, make_variant(name, params), name, questions) for name in args.strategies]
     finally:
         engine.close()
@@ -114,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "limit": args.limit,
         "seed": args.seed,
         "max_tokens": args.max_tokens,
+        "warmup": args.warmup,
         "engine_startup_s": round(startup, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
@@ -130,7 +137,7 @@ def random_weights(model: str | None) -> str:
 
     from voc.models import resolve_model
 
-    source = resolve_model(model)
+    source = model if model and Path(model).is_dir() else resolve_model(model)  # a folder may hold only config and tokenizer
     folder = Path(tempfile.mkdtemp(prefix="random-weights-"))
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=torch.bfloat16).save_pretrained(folder)
