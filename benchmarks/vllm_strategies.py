@@ -39,15 +39,17 @@ REALISTIC = {
 }
 
 
-def make_variant(name: str, params: SamplingParams) -> Strategy:
-    """`direct`, `cot`, `voc` or `voc:FINAL_RULE[:CHOOSE_PROMPT]`."""
+def make_variant(name: str, params: SamplingParams, verification_tokens: int | None = None) -> Strategy:
+    """`direct`, `cot`, `voc` or `voc:FINAL_RULE[:CHOOSE_PROMPT]`; `verification_tokens` bounds VoC's verifications."""
     base, *rest = name.split(":")
-    if base != "voc" or not rest:
+    if base == "voc" and not rest:
+        rest = ["combined"]
+    if base != "voc":
         return make_strategy(base, params=params)
     rule, choose = rest[0], rest[1] if len(rest) > 1 else "full"
     if rule not in FINAL_RULES or choose not in CHOOSE_PROMPTS or len(rest) > 2:
         raise ValueError(f"unknown variant {name!r}; use voc:RULE[:PROMPT], RULE one of {FINAL_RULES}, PROMPT one of {CHOOSE_PROMPTS}")
-    return make_strategy("voc", params=params, final_rule=rule, choose_prompt=choose)  # type: ignore[arg-type]
+    return make_strategy("voc", params=params, final_rule=rule, choose_prompt=choose, verification_tokens=verification_tokens)  # type: ignore[arg-type]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="sample seed")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens generated per reasoning/verification")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="direct, cot, voc or voc:RULE[:compact]")
+    parser.add_argument("--verification-tokens", type=int, default=None, help="voc: each verification's budget (default: --max-tokens)")
     parser.add_argument("--dtype", default="auto", help="vLLM dtype (default: auto; bfloat16 on CPU)")
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
@@ -70,9 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="untimed first: light = a 4-token cot on one question; full = cot and voc on all questions (GPU)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.preset == "realistic":
+    if args.preset == "realistic":  # the preset's values, except where given on the command line
         for key, value in REALISTIC.items():
-            setattr(args, key, value)
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
     if args.limit < 1 or args.max_tokens < 1:
         parser.error("--limit and --max-tokens must be at least 1")
     try:
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     make_strategy(name, params=params).run(questions, engine)
             else:
                 make_strategy("cot", params=SamplingParams(max_tokens=4)).run(questions[:1], engine)
-            tables[dataset] = [measure(engine, make_variant(name, params), name, questions) for name in args.strategies]
+            variants = [(name, make_variant(name, params, args.verification_tokens)) for name in args.strategies]
+            tables[dataset] = [measure(engine, strategy, name, questions) for name, strategy in variants]
     finally:
         engine.close()
     return {
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "max_tokens": args.max_tokens,
         "warmup": args.warmup,
+        "verification_tokens": args.verification_tokens,
         "engine_startup_s": round(startup, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
