@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
-def build_tiny_llama(folder: Path, seed: int = 0, heads: int = 2, kv_heads: int = 2) -> Path:
+def build_tiny_llama(folder: Path, seed: int = 0, heads: int = 2, kv_heads: int = 2, tokenizer: Any = None) -> Path:
     """Hidden size 128, 2 layers, head_dim 64 (vLLM's CPU attention needs 64), bf16 weights.
 
     `heads=4, kv_heads=2` gives a grouped-query model (2 query heads per key/value head), like SmolLM2 (9 and 3).
+    `tokenizer`: the tokenizer to save with it (default: SmolLM2's); the vocabulary follows it.
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -17,7 +19,7 @@ def build_tiny_llama(folder: Path, seed: int = 0, heads: int = 2, kv_heads: int 
 
     if (folder / "config.json").is_file():
         return folder
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolve_model(None))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,

@@ -161,39 +161,12 @@ def build_tokenizer(family: str) -> Any:
 
 
 def build_family_model(folder: Path, family: str, seed: int = 0) -> Path:
-    """A tiny random Llama with the `family` tokenizer in `folder` (built once)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A tiny random Llama (tests/tiny_model.py) with the `family` tokenizer in `folder` (built once)."""
+    from tests.tiny_model import build_tiny_llama
 
-    if family == "bpe-chatml":
-        from tests.tiny_model import build_tiny_llama
-
+    if family == "bpe-chatml":  # SmolLM2's own tokenizer: the tiny model as it is
         return build_tiny_llama(folder, seed=seed)
-    if (folder / "config.json").is_file():
-        return folder
-    tokenizer = build_tokenizer(family)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger weights than the default init, so that greedy choices are not near-ties
-        for p in model.parameters():
-            p.mul_(4.0)
-    model.to(torch.bfloat16).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(folder, seed=seed, tokenizer=None if (folder / "config.json").is_file() else build_tokenizer(family))
 
 
 # --- checking an engine against a plain forward pass ---------------------------------------------------------------

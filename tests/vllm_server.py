@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-STARTUP_LIMIT_S = 400
+STARTUP_LIMIT_S = 600  # 40-110 s alone on 2 cores; several minutes when the machine is busy
 
 
 def free_port() -> int:
