@@ -3,8 +3,9 @@
 One engine is started and shared; before each strategy vLLM's prefix cache is emptied, so every
 strategy's hit rate counts only the reuse within its own rounds (VoC's per-option prompts share
 the context and question). A strategy is `direct`, `cot`, `voc` or a VoC variant
-`voc:FINAL_RULE[:compact]` (for example `voc:verdicts`, `voc:choice:compact`): each runs only the
-rounds its final rule needs. Prints each variant's wall time against `cot`'s; `--out` writes JSON.
+`voc:FINAL_RULE[:compact][@TOKENS]` (for example `voc:verdicts`, `voc:choice:compact`, `voc:verdicts@128`
+for verifications of at most 128 tokens): each runs only the rounds its final rule needs. Prints each variant's
+wall time against `cot`'s; `--out` writes JSON.
 
 Examples:
     python benchmarks/vllm_strategies.py --limit 6 --max-tokens 32            # CPU, embedded SmolLM2-135M
@@ -40,7 +41,13 @@ REALISTIC = {
 
 
 def make_variant(name: str, params: SamplingParams, verification_tokens: int | None = None) -> Strategy:
-    """`direct`, `cot`, `voc` or `voc:FINAL_RULE[:CHOOSE_PROMPT]`; `verification_tokens` bounds VoC's verifications."""
+    """`direct`, `cot`, `voc` or `voc:FINAL_RULE[:CHOOSE_PROMPT][@TOKENS]`; `verification_tokens` (or @TOKENS) bounds
+    VoC's verifications."""
+    name, _, budget = name.partition("@")
+    if budget:
+        if not budget.isdigit() or int(budget) < 1:
+            raise ValueError(f"bad verification budget {budget!r} in {name}@{budget}; write e.g. voc:verdicts@128")
+        verification_tokens = int(budget)
     base, *rest = name.split(":")
     if base == "voc" and not rest:
         rest = ["combined"]
@@ -63,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=20, help="questions: a seeded label-stratified sample of this size")
     parser.add_argument("--seed", type=int, default=0, help="sample seed")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens generated per reasoning/verification")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="direct, cot, voc or voc:RULE[:compact]")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="direct, cot, voc or voc:RULE[:compact][@TOKENS]")
     parser.add_argument("--verification-tokens", type=int, default=None, help="voc: each verification's budget (default: --max-tokens)")
     parser.add_argument("--dtype", default="auto", help="vLLM dtype (default: auto; bfloat16 on CPU)")
     parser.add_argument("--max-model-len", type=int, default=None)
