@@ -176,10 +176,9 @@ def measure(engine: Any, strategy: Strategy, name: str, questions: list[Any]) ->
     generated = stats.completion_tokens - before["completion_tokens"]
     queries = stats.extra.get("prefix_cache_queries", 0) - before.get("prefix_cache_queries", 0)
     hits = stats.extra.get("prefix_cache_hits", 0) - before.get("prefix_cache_hits", 0)
-    if args_engine_is_hf := "prefix_tokens_reused" in stats.extra:  # hf: shared prefixes run once instead of a cache
+    if "prefix_tokens_reused" in stats.extra:  # the hf engine: shared prefixes run once, instead of a prefix cache
         queries = stats.prompt_tokens - before["prompt_tokens"]
         hits = stats.extra["prefix_tokens_reused"] - before.get("prefix_tokens_reused", 0)
-    del args_engine_is_hf
     graded = [a for a in answers if a.gold is not None]
     return {
         "strategy": name,
