@@ -43,9 +43,6 @@ class ChatPrompt:
     messages: tuple[dict[str, str], ...]
     response_prefix: str = ""
 
-    def with_response_prefix(self, prefix: str) -> ChatPrompt:
-        return ChatPrompt(self.messages, prefix)
-
 
 @dataclass
 class Generation:
