@@ -94,6 +94,16 @@ class MCQInstructions(_Source):
     path: str = Field(description="your training file (the shared test files are refused)")
 
 
+class QAInstructions(_Source):
+    """Stage 2: free-form question-answer pairs from a JSONL file (MedQuAD's layout by default) as instructions,
+    rendered by instruct_qa.jinja; the loss covers the answer."""
+
+    type: Literal["qa_instructions"]
+    path: str
+    question_field: str = "question"
+    answer_field: str = "answer"
+
+
 class PubMedQATask(_Source):
     """Stage 3: PubMedQA's 500 NON-test questions, rendered with the inference templates of the chosen formats."""
 
@@ -112,12 +122,12 @@ class MCQTask(_Source):
 
 
 DataSource = Annotated[
-    TextSource | PubMedQAAbstracts | MessagesSource | PubMedQAInstructions | MCQInstructions | PubMedQATask | MCQTask,
+    TextSource | PubMedQAAbstracts | MessagesSource | QAInstructions | PubMedQAInstructions | MCQInstructions | PubMedQATask | MCQTask,
     Field(discriminator="type"),
 ]
 SOURCES_BY_KIND: dict[str, tuple[str, ...]] = {
     "knowledge": ("text", "pubmedqa_abstracts"),
-    "instruction": ("messages", "pubmedqa_instructions", "mcq_instructions"),
+    "instruction": ("messages", "qa_instructions", "pubmedqa_instructions", "mcq_instructions"),
     "task": ("pubmedqa_task", "mcq_task"),
 }
 
@@ -151,6 +161,9 @@ class Stage(_Strict):
     batch_size: int = Field(default=4, ge=1, description="per device")
     grad_accumulation: int = Field(default=1, ge=1)
     max_length: int = Field(default=1024, ge=16, description="knowledge: packed block length; instruction/task: longest example in tokens")
+    group_by_length: bool = Field(
+        default=False, description="batch examples of similar length together (less padding; batches are still shuffled)"
+    )
     warmup_steps: float = Field(default=0.03, ge=0, description="an int number of steps, or a ratio of the total steps when below 1")
     weight_decay: float = Field(default=0.0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
@@ -290,6 +303,7 @@ _SOURCE_MODELS: dict[str, type[BaseModel]] = {
     "text": TextSource,
     "pubmedqa_abstracts": PubMedQAAbstracts,
     "messages": MessagesSource,
+    "qa_instructions": QAInstructions,
     "pubmedqa_instructions": PubMedQAInstructions,
     "mcq_instructions": MCQInstructions,
     "pubmedqa_task": PubMedQATask,

@@ -37,6 +37,7 @@ from finetune.config import (
     PubMedQAAbstracts,
     PubMedQAInstructions,
     PubMedQATask,
+    QAInstructions,
     Stage,
     TextSource,
 )
@@ -247,6 +248,30 @@ def read_message_records(path: Path) -> list[tuple[int, Example]]:
     return examples
 
 
+def read_qa_records(
+    path: Path, templates: Templates, question_field: str = "question", answer_field: str = "answer"
+) -> list[tuple[int, Example]]:
+    """(line number, example) pairs from JSONL question-answer rows (MedQuAD's layout by default), each rendered by
+    instruct_qa.jinja: the question as the user's message, the answer as the reply the model learns."""
+    source = display_name(path)
+    examples = []
+    for line, row in read_jsonl(path):
+        question, answer = row.get(question_field), row.get(answer_field)
+        for name, value in ((question_field, question), (answer_field, answer)):
+            if not isinstance(value, str):
+                raise DataError(source, f"field {name!r} is missing or not a string; set question_field/answer_field to the file's fields",
+                                line=line, skippable=False)
+        if not question.strip() or not answer.strip():
+            continue
+        variables = {"question": question.strip(), "answer": answer.strip()}
+        reply = templates.block(QA_TEMPLATE, "assistant", **variables)
+        examples.append((line, Example(templates.chat(QA_TEMPLATE, **variables), reply, "qa_instruction")))
+    return examples
+
+
+QA_TEMPLATE = "instruct_qa.jinja"
+
+
 def example_text(example: Example) -> str:
     """Every message of a chat example and its reply, as one document (what the leakage check reads)."""
     return "\n".join([*(m["content"] for m in example.prompt.messages), example.target])
@@ -423,6 +448,9 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
         builders: list[tuple[Question | None, Callable[[Question], list[Example]] | list[Example]]] = []
         if isinstance(source, MessagesSource):
             builders = [(None, [e]) for _, e in _sample(message_documents(path, guard), source.limit, seed)]
+        elif isinstance(source, QAInstructions):
+            rows = read_qa_records(path, templates, source.question_field, source.answer_field)
+            builders = [(None, [e]) for _, e in _sample(example_documents(rows, path, guard), source.limit, seed)]
         elif isinstance(source, PubMedQAInstructions):
             questions = pubmedqa_train_questions(path, source.limit, seed, guard)
             builders = [(q, lambda q: [instruction_example(q, templates, "pubmedqa_instruction", index)]) for q in questions]
@@ -444,7 +472,7 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
                 if any(len(r["input_ids"]) > stage.max_length for r in encoded):
                     dropped += 1
                     continue
-                kinds["messages"] = kinds.get("messages", 0) + 1
+                kinds[build[0].kind] = kinds.get(build[0].kind, 0) + 1
             else:
                 assert callable(build)
                 try:
@@ -487,9 +515,12 @@ def text_documents(path: Path, text_field: str, guard: Guard) -> list[tuple[Path
 
 def message_documents(path: Path, guard: Guard) -> list[tuple[int, Example]]:
     """The `read_message_records` of a messages source whose turns match no test split (refused, or dropped and counted)."""
-    return guard.screen(
-        read_message_records(path), lambda r: guard.index.match_text(example_text(r[1])), str(path), lambda _, r, __: f"{path} line {r[0]}"
-    )
+    return example_documents(read_message_records(path), path, guard)
+
+
+def example_documents(rows: list[tuple[int, Example]], path: Path, guard: Guard) -> list[tuple[int, Example]]:
+    """The (line, example) rows of a file whose text matches no test split (a leak is refused, or dropped and counted)."""
+    return guard.screen(rows, lambda r: guard.index.match_text(example_text(r[1])), str(path), lambda _, r, __: f"{path} line {r[0]}")
 
 
 def _guard_counts(guard: Guard) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
         num_train_epochs=stage.epochs,
         max_steps=stage.max_steps or -1,
         per_device_train_batch_size=stage.batch_size,
+        train_sampling_strategy="group_by_length" if stage.group_by_length else "random",
         gradient_accumulation_steps=stage.grad_accumulation,
         learning_rate=stage.learning_rate,
         lr_scheduler_type=stage.lr_scheduler,

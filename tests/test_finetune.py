@@ -22,6 +22,7 @@ from finetune.data import (
     pack_blocks,
     pubmedqa_train_questions,
     read_messages,
+    read_qa_records,
     refuse_test_questions,
     task_examples,
     verification_target,
@@ -88,7 +89,7 @@ def test_data_paths_start_at_the_data_root(tmp_path: Path, monkeypatch: pytest.M
         parse_config(minimal(data_root="${NOT_SET_ANYWHERE}/data")).resolve_data_path("x")
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "antglm-med-style.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "antglm-med-style.yaml", "smollm2-medical.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert [s.kind for s in config.stages] == ["knowledge", "instruction", "task"]
@@ -156,6 +157,22 @@ def test_messages_loss_only_on_the_reply(tmp_path: Path, tokenizer) -> None:
     file.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     with pytest.raises(ValueError, match=r"line 1.*end with the assistant"):
         read_messages(file)
+
+
+def test_qa_pairs_become_instructions_with_the_loss_on_the_answer(tmp_path: Path, tokenizer) -> None:
+    file = tmp_path / "qa.jsonl"
+    rows = [{"question": "What causes gout?", "answer": "Uric acid crystals in the joints."}, {"question": "x", "answer": "  "}]
+    file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ((line, example),) = read_qa_records(file, Templates())  # the blank answer is skipped
+    assert line == 1 and example.prompt.messages[-1] == {"role": "user", "content": "What causes gout?"}
+    record = encode_example(tokenizer, example)
+    reply = [t for t in record["labels"] if t != IGNORE]
+    assert tokenizer.decode(reply[:-1]).strip() == "Uric acid crystals in the joints." and reply[-1] == tokenizer.eos_token_id
+    stem = tmp_path / "stem.jsonl"
+    stem.write_text(json.dumps({"stem": "What causes gout?", "answer": "Uric acid."}) + "\n")
+    with pytest.raises(ValueError, match=r"line 1.*field 'question' is missing.*question_field"):
+        read_qa_records(stem, Templates())
+    assert read_qa_records(stem, Templates(), question_field="stem")[0][1].response == "Uric acid."
 
 
 class ScriptedEngine(Engine):
@@ -236,9 +253,12 @@ def tiny_run_config(tiny_model_dir: Path, data_root: Path, output: Path) -> dict
             {"kind": "knowledge", "method": "full", "learning_rate": 2e-3, "max_length": 128,
              "data": [{"type": "pubmedqa_abstracts", "path": "pubmedqa", "limit": 2}], **steps},
             {"kind": "instruction", "method": "lora", "lora": lora, "learning_rate": 1e-2, "max_length": 320,
-             "data": [{"type": "pubmedqa_instructions", "path": "pubmedqa", "limit": 4}], **steps},
-            {"kind": "task", "method": "lora", "lora": lora, "learning_rate": 1e-2, "max_length": 512,
-             "data": [{"type": "pubmedqa_task", "path": "pubmedqa", "limit": 2, "formats": ["voc_verify", "voc_choose"]}], **steps},
+             "data": [{"type": "pubmedqa_instructions", "path": "pubmedqa", "limit": 4},
+                      {"type": "qa_instructions", "path": "medquad/medquad.jsonl", "limit": 3}], **steps},
+            {"kind": "task", "method": "lora", "lora": lora, "learning_rate": 1e-2, "max_length": 512, "group_by_length": True,
+             "data": [{"type": "pubmedqa_task", "path": "pubmedqa", "limit": 2, "formats": ["voc_verify", "voc_choose"]},
+                      {"type": "mcq_task", "dataset": "medqa", "path": "medqa_train/train_subset.jsonl", "limit": 1,
+                       "formats": ["voc_verify"]}], **steps},
         ],
     }
 
@@ -274,8 +294,11 @@ def test_three_stages_lower_the_loss_and_chain(finished_run) -> None:
         assert not (folder / "adapter_config.json").exists()
     knowledge = json.loads((output / "1-knowledge" / "run.json").read_text())["data"]
     assert knowledge["documents"] == 2 and knowledge["blocks"] >= 3 and knowledge["block_size"] == 128
+    instruction = json.loads((output / "2-instruction" / "run.json").read_text())["data"]
+    medquad = next(s for s in instruction["sources"] if s["type"] == "qa_instructions")
+    assert medquad["items"] == 3 and medquad["examples"] + instruction["dropped_too_long"] >= 3
     task = json.loads((output / "3-task" / "run.json").read_text())["data"]
-    assert task["examples_by_format"] == {"voc_verify": 6, "voc_choose": 2}
+    assert task["examples_by_format"] == {"voc_verify": 6 + 4, "voc_choose": 2}  # 2 PubMedQA x 3 options, 1 MedQA x 4
     assert task["response_tokens"] < task["tokens"]  # the loss covers the targets only
 
 
