@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def models_of(config: Any) -> list[Model]:
     """The base model, then each stage's output folder, in order."""
-    models = [Model("0-base", resolve_model(config.base_model))]
+    models = [Model("0-base", resolve_model(config.base_model_path()))]
     models += [Model(config.stage_dir(i).name, str(config.stage_dir(i))) for i in range(len(config.stages))]
     return models
 

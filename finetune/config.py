@@ -238,6 +238,10 @@ class FinetuneConfig(_Strict):
             return resolved
         return self.data_root_path() / resolved
 
+    def base_model_path(self) -> str | None:
+        """`base_model` with ${VAR} and ~ expanded (None: the embedded model)."""
+        return os.path.expanduser(expand(self.base_model)) if self.base_model else None
+
     def leakage_mode(self, source: BaseModel) -> LeakageMode:
         """What to do with a source's records that match a test split: its own `leakage`, else the config's."""
         return getattr(source, "leakage", None) or self.leakage

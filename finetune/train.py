@@ -71,7 +71,7 @@ def start_model(config: FinetuneConfig, index: int) -> str:
     """Where stage `index` starts: `start_from`, else the previous stage's output, else the base model."""
     stage = config.stages[index]
     if stage.start_from == "base" or (stage.start_from is None and index == 0):
-        return resolve_model(config.base_model)
+        return resolve_model(config.base_model_path())
     if stage.start_from is not None:
         return resolve_model(stage.start_from)
     previous = config.stage_dir(index - 1)

@@ -87,9 +87,13 @@ def test_data_paths_start_at_the_data_root(tmp_path: Path, monkeypatch: pytest.M
     assert parse_config(minimal()).resolve_data_path("medqa/train.jsonl") == tmp_path / "medqa" / "train.jsonl"
     with pytest.raises(ConfigError, match="environment variable NOT_SET_ANYWHERE"):
         parse_config(minimal(data_root="${NOT_SET_ANYWHERE}/data")).resolve_data_path("x")
+    monkeypatch.setenv("VOC_BENCH_MODEL", "/models/qwen.gguf")
+    assert parse_config(minimal(base_model="${VOC_BENCH_MODEL}")).base_model_path() == "/models/qwen.gguf"
+    with pytest.raises(ConfigError, match="environment variable NOT_SET_ANYWHERE"):
+        parse_config(minimal(base_model="${NOT_SET_ANYWHERE}")).base_model_path()
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "antglm-med-style.yaml", "smollm2-medical.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "antglm-med-style.yaml", "smollm2-medical.yaml", "qwen2.5-0.5b-medical.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert [s.kind for s in config.stages] == ["knowledge", "instruction", "task"]
