@@ -34,3 +34,47 @@ def test_throughput_benchmark_compares_engine_and_naive_loop_on_the_same_answers
     for strategy in ("direct", "voc"):  # same questions, same model, same answer rules: same accuracy
         assert rows[("hf", strategy)]["accuracy"] == rows[("naive", strategy)]["accuracy"]
     assert any(t["target"].startswith("voc: hf q/s over naive") for t in report["targets"])
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_ablation_trains_chooses_on_dev_and_tables_the_test_sets(tiny_model_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    """benchmarks/stages.py on a one-stage config of the tiny model: train, dev runs, dev choice, test runs, table."""
+    import yaml
+
+    from voc.strategies.voc import FINAL_RULES
+
+    stages = load_script("stages")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "base_model": str(tiny_model_dir), "output_dir": str(tmp_path / "model"), "data_root": str(data_root),
+        "stages": [{"kind": "task", "method": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "max_steps": 2, "batch_size": 2,
+                    "max_length": 512, "data": [{"type": "pubmedqa_task", "path": "pubmedqa", "limit": 2, "formats": ["direct"]}]}],
+    }))  # fmt: skip
+    out, results = tmp_path / "runs", tmp_path / "results"
+    argv = [str(config), "--engine", "hf", "--dev-limit", "5", "--pubmedqa-limit", "3", "--medqa-limit", "3", "--max-tokens", "3"]
+    assert stages.main([*argv, "--out", str(out), "--results", str(results), "--no-progress"]) == 0
+
+    table = json.loads((results / "results.json").read_text())
+    assert {(r["model"], r["dataset"], r["strategy"]) for r in table["rows"]} == {
+        (m, d, s) for m in ("0-base", "1-task") for d in ("pubmedqa", "medqa") for s in ("direct", "cot", "voc")
+    }
+    assert all(r["n"] == 3 for r in table["rows"])
+    for model in ("0-base", "1-task"):
+        choice = table["dev"][model]
+        # the rule is the best mean dev accuracy of the rules, computed from the dev run's records only
+        assert choice["voc_rule"] == max(FINAL_RULES, key=lambda r: choice["mean"][f"voc:{r}"])
+        dev_datasets = {r.dataset for r in stages.records(out / model / "dev")}
+        assert dev_datasets == {"pubmedqa:dev", "medqa_dev"}
+        test_rule = {r["voc_rule"] for r in table["rows"] if r["model"] == model and r["strategy"] == "voc"}
+        assert test_rule == {choice["voc_rule"]}
+    assert (results / "report.md").read_text().startswith("# Stage-by-strategy ablation")
+    assert (results / "1-task" / "pubmedqa-results.json").is_file()
+    assert len(table["voc_vs"]) == 2 * 2 * 2 and len(table["tuned_best_vs_base_direct"]) == 2
