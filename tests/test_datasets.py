@@ -48,7 +48,7 @@ def test_pubmedqa_default_path_and_bad_split(data_root: Path, monkeypatch: pytes
     assert len(load_pubmedqa()) == 500 and len(load_dataset("pubmedqa:dev")) == 100
     with pytest.raises(ValueError, match="unknown split 'validation' of pubmedqa; use one of test, dev, train, all"):
         load_pubmedqa(split="validation")
-    with pytest.raises(ValueError, match="pubmedqa has the splits test, dev, train, not 'valid'"):
+    with pytest.raises(ValueError, match="unknown split 'valid' of pubmedqa; use one of test, dev, train, all"):
         load_dataset("pubmedqa:valid")
     with pytest.raises(ValueError, match="medqa is a test split; drop split='dev'"):
         load_dataset("medqa", split="dev")
