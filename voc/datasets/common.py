@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import random
 import socket
@@ -16,11 +15,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
-from pydantic import ValidationError
-
 from voc.types import Question
 
-logger = logging.getLogger("voc.datasets")
 SKIP_HINT = "fix the row or pass skip_invalid=True (voc bench: --skip-invalid)"
 
 
@@ -33,8 +29,8 @@ class DataError(ValueError):
         self.where = where or (f"line {line}" if line is not None else None)
 
     def __str__(self) -> str:
-        hint = f"; {SKIP_HINT}" if self.skippable else ""
-        return (f"{self.source} {self.where}" if self.where else self.source) + f": {self.reason}{hint}"
+        place = f"{self.source} {self.where}" if self.where else self.source
+        return f"{place}: {self.reason}" + (f"; {SKIP_HINT}" if self.skippable else "")
 
 
 class Loc(NamedTuple):
@@ -95,31 +91,28 @@ def one_line(text: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def pydantic_reason(error: ValidationError) -> str:
-    """A one-line reason from a pydantic ValidationError; a misspelt key (of a spec or --field) first."""
-    unknown = [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]
-    if unknown:
-        return f"unknown key {unknown[0]!r}; the keys are those of voc.datasets.DatasetSpec and Fields"
-    parts = [(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
-    return one_line("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in parts))
+def parse_json(data: bytes, name: str, line: int | None = None) -> Any:
+    """JSON from UTF-8 bytes, refusing duplicate keys and NaN; else a DataError naming the line: one that can be skipped
+    for the `line` of a JSON Lines file, one that cannot for a whole file."""
 
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"duplicate key {next(k for i, k in enumerate(keys) if k in keys[:i])!r} in a JSON object")
+        return dict(pairs)
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r} in a JSON object")
-        result[key] = value
-    return result
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
 
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(text: str) -> Any:
-    """json.loads that refuses duplicate keys and NaN/Infinity."""
-    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=no_constant)
+    except UnicodeDecodeError as exc:
+        at, reason = (line or 1) + data[: exc.start].count(b"\n"), f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        at, reason = (line or 1) + exc.lineno - 1, f"invalid JSON ({exc.msg}: column {exc.colno}); truncated {'line' if line else 'file'}?"
+    except ValueError as exc:  # a duplicate key, NaN
+        at, reason = line, str(exc)
+    raise DataError(name, reason, at, skippable=line is not None)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -128,32 +121,20 @@ def read_bytes(path: Path) -> bytes:
     return path.read_bytes().removeprefix(b"\xef\xbb\xbf")
 
 
-def read_text(path: Path) -> str:
-    data = read_bytes(path)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(display_name(path), f"not valid UTF-8 ({exc.reason})", line=line, skippable=False) from None
-
-
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     """(line number, row dict or DataError) for each non-blank line; never raises for a bad line (BOM, CRLF handled)."""
     name = display_name(path)
     for number, raw in enumerate(read_bytes(Path(path)).split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
+        if not raw.decode("utf-8", "replace").strip():
+            continue
         try:
-            text = raw.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf").decode("utf-8")
-            row = parse_json(text) if text.strip() else None
-            if text.strip() and not isinstance(row, dict):
-                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        except UnicodeDecodeError as exc:
-            row = DataError(name, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=number)
-        except json.JSONDecodeError as exc:
-            row = DataError(name, f"invalid JSON ({exc.msg}: column {exc.colno}); truncated line?", line=number)
-        except ValueError as exc:
-            row = DataError(name, str(exc), line=number)
-        if row is not None:
-            yield number, row
+            row = parse_json(raw, name, number)
+        except DataError as error:
+            row = error
+        if not isinstance(row, dict | DataError):
+            row = DataError(name, f"expected a JSON object, got {type(row).__name__}", number)
+        yield number, row
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -179,34 +160,34 @@ def records(path: Path, fmt: str, key_name: str = "key") -> tuple[list[str] | No
 
 def json_values(path: Path, key_name: str = "key") -> Iterator[Record]:
     """The items of a JSON list, or of an object keyed by id (named `key_name` in messages); a broken file raises."""
-    name, text = display_name(path), read_text(path)
-    try:
-        data = parse_json(text) if text.strip() else None
-    except json.JSONDecodeError as exc:
-        raise DataError(name, f"invalid JSON ({exc.msg}: column {exc.colno}); truncated file?", exc.lineno, skippable=False) from None
-    except ValueError as exc:  # a duplicate key, NaN
-        raise DataError(name, str(exc), skippable=False) from None
-    if not isinstance(data, dict | list):
-        what = "the file is empty" if data is None else f"got {type(data).__name__}"
+    name, data = display_name(path), read_bytes(path)
+    value = parse_json(data, name) if data.strip() else None
+    if isinstance(value, list):
+        return ((Loc(name, None, f"record {i}"), None, item) for i, item in enumerate(value, start=1))
+    if not isinstance(value, dict):
+        what = "the file is empty" if value is None else f"got {type(value).__name__}"
         raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
-    if isinstance(data, list):
-        return ((Loc(name, None, f"record {i}"), None, value) for i, value in enumerate(data, start=1))
-    return ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), value) for key, value in data.items())
+    return ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
 
 
 def csv_records(path: Path, delimiter: str = ",") -> tuple[list[str], Iterator[Record]]:
     """The header and the records of a CSV file (quoted newlines handled); a bad header raises DataError."""
-    name = display_name(path)
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, strict=True)
+    name, data = display_name(path), read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(name, f"not valid UTF-8 ({exc.reason})", line=data[: exc.start].count(b"\n") + 1, skippable=False) from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(([cell.strip() for cell in cells] for cells in reader if any(c.strip() for c in cells)), [])
     except csv.Error as exc:
         raise DataError(name, f"bad CSV header ({exc})", line=reader.line_num, skippable=False) from None
     duplicates = sorted({c for c in header if header.count(c) > 1})
-    if not header or duplicates or "" in header:
-        problem = "the file is empty; expected a header row" if not header else f"the header has duplicate columns {duplicates}"
-        reason = problem if not header or duplicates else "the header has an empty column name"
-        raise DataError(name, reason, line=reader.line_num if header else 1, skippable=False)
+    if not header:
+        raise DataError(name, "the file is empty; expected a header row", line=1, skippable=False)
+    if duplicates or "" in header:
+        problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
+        raise DataError(name, f"the header has {problem}", line=reader.line_num, skippable=False)
 
     def rows() -> Iterator[Record]:
         while True:
@@ -218,8 +199,6 @@ def csv_records(path: Path, delimiter: str = ",") -> tuple[list[str], Iterator[R
             except csv.Error as exc:
                 reason = "unterminated quote, it runs to the end of the file" if "end of data" in str(exc) else exc
                 yield loc, None, loc.error(f"bad CSV ({reason})")
-                if reader.line_num < loc.line:  # type: ignore[operator]
-                    return  # no progress: stop rather than loop
                 continue
             if len(cells) != len(header) and any(c.strip() for c in cells):
                 yield loc, None, loc.error(f"row has {len(cells)} fields, the header has {len(header)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,28 +22,20 @@ from voc.datasets.common import (
     display_name,
     hub_records,
     json_values,
-    logger,
     one_line,
     parse_json,
-    pydantic_reason,
     records,
-)  # fmt: skip
-from voc.datasets.spec import FORMATS, SLOT, DatasetSpec, Fields, infer_fields, resolve
+)
+from voc.datasets.spec import FORMATS, SLOT, DatasetSpec, Fields, infer_fields, pydantic_reason, resolve
 from voc.types import Question, default_labels
 
+logger = logging.getLogger("voc.datasets")
 Get = Callable[[str], Any]  # a record's field by name (or `_index`, `_key`); None when absent
 Listed = dict[str, tuple[Any, Loc]]  # a split's keys -> (the gold its file gives, or None; where it is listed)
 
 
 def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
-
-
-def _text(get: Get, name: str) -> str:
-    value = get(name)
-    if not isinstance(value, str):
-        raise ValueError(f"missing field {name!r}" if value is None else f"field {name!r} must be str, got {type(value).__name__}")
-    return value
 
 
 def _options(spec: DatasetSpec, get: Get) -> dict[str, Any]:
@@ -55,8 +48,8 @@ def _options(spec: DatasetSpec, get: Get) -> dict[str, Any]:
         return {label: get(name) for label, name in zip(labels, names, strict=True)}
     value = get(names)
     try:
-        value = parse_json(value) if isinstance(value, str) else value
-    except ValueError:
+        value = parse_json(value.encode(), names, 1) if isinstance(value, str) else value
+    except DataError:
         raise ValueError(f"field {names!r} must be a JSON list or object of options, got {value[:40]!r}") from None
     if value is None:
         raise ValueError(f"missing field {names!r}")
@@ -107,28 +100,45 @@ def _context(f: Fields, get: Get) -> str | None:
     return f.context_join.join(f"{label.strip()}: {text}" if label.strip() else text for label, text in zip(labels, parts, strict=True))
 
 
-def _slot(get: Get, names: str) -> str:
-    """One {a|b} slot of the id template: the first of its fields that is set."""
-    value = next((v for v in map(get, [n.strip() for n in names.split("|")]) if v not in (None, "")), None)
-    if value is None:
-        raise ValueError(f"missing field {names.split('|')[0].strip()!r} (used in the id)")
-    return str(value).strip()
+def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, split: str | None, lists: dict[str, Listed],
+              report: LoadReport) -> Question | None:  # fmt: skip
+    """The question of one record, or None for a record of another split; counts dropped options in `report`."""
+    f, metadata, listed = spec.fields, {}, None
 
+    def get(name: str) -> Any:
+        if name in ("_index", "_key"):
+            return index if name == "_index" else key
+        return row.get(name) if isinstance(row, Mapping) else None
 
-def _question(spec: DatasetSpec, get: Get, row: Mapping[str, Any], listed: tuple[Any, Loc] | None, report: LoadReport) -> Question:
-    """The question of one record; empty and placeholder options are dropped and counted in `report`."""
-    f, options = spec.fields, _options(spec, get)
+    def slot(names: list[str]) -> str:  # one {a|b} slot of the id template: the first of its fields that is set
+        value = next((v for v in map(get, names) if v not in (None, "")), None)
+        if value is None:
+            raise ValueError(f"missing field {names[0]!r} (used in the id)")
+        return str(value).strip()
+
+    if spec.splits:  # the record's split, from its key, before anything else is read
+        if key is None:
+            what = f"key (the file must be an object keyed by {spec.key_name})"
+            raise ValueError(f"the record has no {what}; it names the record in the splits")
+        inside = {n: key in lists[n] if s.not_in is None else all(key not in lists[o] for o in s.not_in) for n, s in spec.splits.items()}
+        metadata["split"] = next((n for n, yes in inside.items() if yes), None)
+        if split not in (None, "all") and metadata["split"] != split:
+            return None
+        listed = lists.get(metadata["split"] or "", {}).get(key)
+    if not isinstance(row, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    options = _options(spec, get)
     placeholders = {"", *(_norm(p) for p in spec.placeholders)}
     dropped = {label: t for label, t in options.items() if t is None or (isinstance(t, str) and _norm(t) in placeholders)}
     own = get(f.gold) if f.gold else None
     if f.gold and own in (None, ""):
         raise ValueError(f"missing field {f.gold!r} (the gold answer)")
     gold = None if own is None else _gold(f.gold_as, own, f.gold or "gold", options)
-    if listed and listed[0] is not None:  # the split's file gives the gold: the record's, if any, must agree
-        at = listed[1]
-        if gold not in (None, listed_gold := _gold(f.gold_as, listed[0], "its gold", options, at.error)):
-            raise at.error(f"gold {listed[0]!r} differs from the row's {f.gold} {own!r}; fix one of them")
-        gold = listed_gold
+    if listed and listed[0] is not None:  # the split's file gives the gold; the record's, if any, must agree
+        theirs = _gold(f.gold_as, listed[0], "its gold", options, listed[1].error)
+        if gold not in (None, theirs):
+            raise listed[1].error(f"gold {listed[0]!r} differs from the row's {f.gold} {own!r}; fix one of them")
+        gold = theirs
     if gold in dropped:
         raise ValueError(f"the gold option {gold!r} is a placeholder ({dropped[gold]!r}); fix the row's gold or its options")
     kept = {label: t for label, t in options.items() if label not in dropped}
@@ -136,13 +146,16 @@ def _question(spec: DatasetSpec, get: Get, row: Mapping[str, Any], listed: tuple
     if isinstance(answer, str) and isinstance(text, str) and _norm(answer) != _norm(text):
         raise ValueError(f"{f.answer_text} {one_line(answer, 80)!r} is not the text of the gold option {gold!r} ({one_line(text, 80)!r})")
     if f.metadata is None:
-        metadata = {k: v for k, v in row.items() if k not in f.used()}
+        metadata.update({k: v for k, v in row.items() if k not in f.used()})
     else:
-        metadata = {n: get(s) for n, s in (f.metadata.items() if isinstance(f.metadata, dict) else ((n, n) for n in f.metadata))}
+        metadata.update({n: get(s) for n, s in (f.metadata.items() if isinstance(f.metadata, dict) else ((n, n) for n in f.metadata))})
     if f.subject and get(f.subject) is not None:
         metadata["subject"] = get(f.subject)
-    qid = SLOT.sub(lambda slot: _slot(get, slot.group(1)), f.id)
-    question = Question(question=_text(get, f.question), options=kept, context=_context(f, get), gold=gold, id=qid, metadata=metadata)
+    qid, stem = SLOT.sub(lambda match: slot([n.strip() for n in match.group(1).split("|")]), f.id), get(f.question)
+    if not isinstance(stem, str):
+        reason = f"missing field {f.question!r}" if stem is None else f"field {f.question!r} must be str, got {type(stem).__name__}"
+        raise ValueError(reason)
+    question = Question(question=stem, options=kept, context=_context(f, get), gold=gold, id=qid, metadata=metadata)
     if spec.n_options is not None and len(question.options) != spec.n_options:
         raise ValueError(f"expected {spec.n_options} options, got {len(question.options)}")
     report.dropped_options += len(dropped)
@@ -151,7 +164,7 @@ def _question(spec: DatasetSpec, get: Get, row: Mapping[str, Any], listed: tuple
 
 
 def _check_fields(spec: DatasetSpec, names: list[str], loc: Loc, header: bool) -> DatasetSpec:
-    """The spec with the fields of a data file recognised from its first records or CSV header (when it `infer`s them),
+    """The spec with its fields recognised from a data file's first records or CSV header (when it `infer`s them),
     then checked against them: a mapped field they lack is a one-line error naming the file and the fields it has."""
     fields = spec.fields
     if spec.infer:
@@ -167,24 +180,32 @@ def _check_fields(spec: DatasetSpec, names: list[str], loc: Loc, header: bool) -
     return spec.model_copy(update={"fields": fields})
 
 
-def _records(spec: DatasetSpec, root: str | Path | None, path: str | Path | None) -> tuple[list[Path], list[str] | None, Iterator[Record]]:
-    """The source's files (`path`, or the source's file in the folder `path`; else the source path or glob under the
-    data root), the CSV header or None, and their records."""
-    raw = spec.source.path or ""
+def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, split: str | None
+          ) -> tuple[DatasetSpec, str, Path, Iterator[Record]]:  # fmt: skip
+    """(the spec, checked against a CSV header; the source's name in messages; its folder; its records): the hub
+    dataset's `split`, or the file `path` (or the source's file in the folder `path`), else the source's path or glob
+    under the data root."""
+    if spec.source.hub:
+        hub_split = spec.source.split if split in (None, "all") else split
+        return spec, f"hf:{spec.source.hub}[{hub_split}]", Path("."), hub_records(spec.source.hub, spec.source.config, hub_split)
+    raw = str(spec.source.path)
     full = Path(path or raw).expanduser()
-    if path is not None and full.is_dir() and raw:
+    if path is not None and full.is_dir():
         full = full / Path(raw).name
     elif path is None and not full.is_absolute():
         full = Path(root or data_root()).expanduser() / full
-    files = [Path(p) for p in sorted(glob.glob(str(full), recursive=True))] if path is None and any(c in raw for c in "*?[") else [full]
+    files = sorted(Path(p) for p in glob.glob(str(full), recursive=True)) if path is None and any(c in raw for c in "*?[") else [full]
     if not files:
         raise FileNotFoundError(f"no files match {full}; check the spec's source path (or set VOC_DATA_ROOT / --data-root)")
     formats = [spec.format or FORMATS.get(file.suffix.lower()) for file in files]
     if None in formats:
         name = files[formats.index(None)].name
-        raise ValueError(f"cannot tell the format of {name}: name it {', '.join(FORMATS)}, or give a spec's `format`")
+        raise ValueError(f"cannot tell the format of {name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
     streams = [records(file, str(fmt), spec.key_name) for file, fmt in zip(files, formats, strict=True)]
-    return files, streams[0][0], itertools.chain.from_iterable(stream for _, stream in streams)
+    if streams[0][0] is not None:  # a CSV header: every mapped field must be in it
+        spec = _check_fields(spec, streams[0][0], Loc(display_name(files[0]), 1, "line 1"), header=True)
+    label = display_name(files[0]) if len(files) == 1 else raw
+    return spec, label, files[0].parent, itertools.chain.from_iterable(stream for _, stream in streams)
 
 
 def _listed(spec: DatasetSpec, name: str, folder: Path) -> Listed:
@@ -201,22 +222,14 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
     """The questions of a spec. `root`: the data root (default data_root()); `path` replaces the source's file (the
     file or its folder); `split`: one of the spec's splits or 'all' (for a hub source: the hub split). A bad record
     raises DataError naming file and line, or with `skip_invalid` is skipped and counted in `.report`."""
-    split, header = spec.pick_split(split), None
-    if spec.source.hub:
-        hub_split = spec.source.split if split in (None, "all") else split
-        label, folder, split = f"hf:{spec.source.hub}[{hub_split}]", Path("."), None
-        rows = hub_records(spec.source.hub, spec.source.config, hub_split)
-    else:
-        files, header, rows = _records(spec, root, path)
-        label, folder = display_name(files[0]) if len(files) == 1 else str(spec.source.path), files[0].parent
-    if header is not None:  # a CSV header: every mapped field must be in it
-        spec = _check_fields(spec, header, Loc(display_name(files[0]), 1, "line 1"), header=True)
-    elif spec.infer or spec.source.hub:  # recognise (data files) and check the fields on the first 20 records
+    spec, label, folder, rows = _open(spec, root, path, split := spec.pick_split(split))
+    if spec.infer or spec.source.hub:  # recognise (data files) and check the fields on the first 20 records
         head = list(itertools.islice(rows, 20))
         dicts = [(loc, row) for loc, _, row in head if isinstance(row, Mapping)]
         if dicts:
             spec = _check_fields(spec, list(dict.fromkeys(k for _, row in dicts for k in row)), dicts[0][0], header=False)
         rows = itertools.chain(head, rows)
+    split = None if spec.source.hub else split
     lists = {name: _listed(spec, name, folder) for name, rule in spec.splits.items() if rule.not_in is None}
     report, questions, seen, keys, total = LoadReport(source=label), [], {}, set(), 0
 
@@ -227,18 +240,18 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
 
     for index, (loc, key, row) in enumerate(itertools.chain(rows, listed_but_missing())):
         total += 1
+        keys.add(key)
         try:
             if isinstance(row, DataError):
                 raise row
-            question = _select(spec, split, lists, keys, report, row, key, index)
+            question = _question(spec, row, key, index, split, lists, report)
             if question is not None and question.id in seen:
                 raise ValueError(f"duplicate question id {question.id!r} (also at {seen[question.id]}); ids must be unique")
         except (ValueError, TypeError) as exc:  # DataError and pydantic's ValidationError are ValueErrors
             reason = pydantic_reason(exc) if isinstance(exc, ValidationError) else one_line(exc)
-            error = exc if isinstance(exc, DataError) else loc.error(reason)
+            report.errors.append(exc if isinstance(exc, DataError) else loc.error(reason))
             if not skip_invalid:
-                raise error from None
-            report.errors.append(error)
+                raise report.errors[-1] from None
             continue
         if question is not None:
             seen[question.id] = loc.where
@@ -249,38 +262,15 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
         first = report.errors[0]
         raise DataError(label, f"all {report.skipped} rows are invalid (first: {first.where}: {first.reason})", skippable=False)
     if not questions:
-        listing = spec.splits[split].file if split in lists else None  # type: ignore[index]
-        where = f"; {display_name(folder / listing) if listing else spec.name} lists {len(lists[split])}" if split in lists else ""  # type: ignore[index]
-        raise DataError(label, "no questions selected" + (f" for split {split!r}" if split else "") + where, skippable=False)
+        reason = "no questions selected" + (f" for split {split!r}" if split else "")
+        if split in lists:
+            file = spec.splits[split].file
+            reason += f"; {display_name(folder / file) if file else spec.name} lists {len(lists[split])}"
+        raise DataError(label, reason, skippable=False)
     report.loaded = len(questions)
     if report.errors or report.dropped_options:
         logger.warning(report.summary())
     return QuestionList(questions, report)
-
-
-def _select(spec: DatasetSpec, split: str | None, lists: dict[str, Listed], keys: set[str], report: LoadReport, row: Any, key: str | None,
-            index: int) -> Question | None:  # fmt: skip
-    """The question of one record, or None for a record of another split; `keys` collects the keys read."""
-
-    def get(name: str) -> Any:
-        return {"_index": index, "_key": key}.get(name) if name.startswith("_") else row.get(name) if isinstance(row, Mapping) else None
-
-    listed, name = None, None
-    if spec.splits:  # the record's split, from its key, before anything else is read
-        if get(spec.fields.key) is None:
-            keyed = spec.fields.key == "_key"
-            what = f"key (the file must be an object keyed by {spec.key_name})" if keyed else f"field {spec.fields.key!r}"
-            raise ValueError(f"the record has no {what}; it names the record in the splits")
-        keys.add(key := str(get(spec.fields.key)).strip())
-        inside = {n: key in lists[n] if s.not_in is None else all(key not in lists[o] for o in s.not_in) for n, s in spec.splits.items()}
-        name = next((n for n, yes in inside.items() if yes), None)
-        if split not in (None, "all") and name != split:
-            return None
-        listed = lists.get(name or "", {}).get(key)
-    if not isinstance(row, Mapping):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-    question = _question(spec, get, row, listed, report)
-    return question.model_copy(update={"metadata": {"split": name, **question.metadata}}) if spec.splits else question
 
 
 def load_dataset(name: str, path: str | Path | None = None, split: str | None = None, skip_invalid: bool = False,

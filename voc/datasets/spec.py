@@ -1,6 +1,6 @@
 """A dataset as a declarative spec (a YAML file or a pydantic object): where the records are, which fields hold the
-question's parts, checks and split rules; the built-in datasets are voc/datasets/specs/*.yaml. `resolve` turns what a
-user gives (a built-in `name[:split]`, a spec file, a data file, `hf:org/name[:config][@split]`) into a spec."""
+question's parts, checks and splits. `resolve` turns what a user gives into a spec: a built-in `name[:split]` (the
+YAML files in voc/datasets/specs/), a spec file, a data file or a hub id `hf:org/name[:config][@split]`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from voc.datasets.common import DataError, display_name, pydantic_reason
+from voc.datasets.common import DataError, display_name, one_line
 
-SPECS_DIR = Path(__file__).parent / "specs"
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 PLACEHOLDERS = ("n/a", "none given")  # option texts dropped at load time, ignoring case and spacing ("" always is)
 HUB = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.-]+))?$")
@@ -22,8 +21,7 @@ SLOT = re.compile(r"\{([^{}]+)\}")
 
 
 class Fields(BaseModel):
-    """Which fields of a record hold the question's parts; `_index` is the record's position, `_key` its key in a
-    JSON-object file."""
+    """Which fields of a record hold the question's parts; `_index` is its position, `_key` its key in a JSON object."""
 
     model_config = ConfigDict(extra="forbid")
     question: str = "question"
@@ -35,7 +33,6 @@ class Fields(BaseModel):
     context_labels: str | None = None  # a list beside the context list: each part becomes "LABEL: text"
     context_join: str = "\n"
     id: str = "{_index}"  # a field, or a template like "medqa-{realidx|_index}" ("|": the first that is set)
-    key: str = "_key"  # the field that split lists and messages name a record by
     subject: str | None = None  # kept as metadata["subject"]: reports then give per-subject tables
     metadata: list[str] | dict[str, str] | None = None  # fields kept (name -> field); None: every field not mapped above
 
@@ -45,8 +42,8 @@ class Fields(BaseModel):
         return value if "{" in value else "{" + value + "}"
 
     def used(self) -> list[str]:
-        """The record fields this mapping reads (options and id slots included; not metadata)."""
-        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject, self.key]
+        """The record fields this mapping reads, but for metadata."""
+        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject]
         names += [*(self.options if isinstance(self.options, list) else [self.options]), *"|".join(SLOT.findall(self.id)).split("|")]
         return [n.strip() for n in names if n]
 
@@ -68,8 +65,8 @@ class Source(BaseModel):
 
 
 class Split(BaseModel):
-    """The records whose key is listed in `file` (beside the data file: a JSON object key -> gold, then checked against
-    the record's gold, or a JSON list of keys) or in `ids`; or the records in none of the splits `not_in`."""
+    """The records whose key (in a JSON-object file) is listed in `file` (beside the data file: a JSON object key ->
+    gold, which must agree with the record's, or a JSON list of keys) or in `ids`; or those in none of the `not_in`."""
 
     model_config = ConfigDict(extra="forbid")
     file: str | None = None
@@ -128,6 +125,15 @@ class DatasetSpec(BaseModel):
         return (split or self.default_split) if self.splits else split
 
 
+def pydantic_reason(error: ValidationError) -> str:
+    """A one-line reason from a pydantic ValidationError; a misspelt key (of a spec or --field) first."""
+    unknown = [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        return f"unknown key {unknown[0]!r}; the keys are those of voc.datasets.DatasetSpec and Fields"
+    parts = [(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
+    return one_line("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in parts))
+
+
 def read_spec(path: str | Path) -> DatasetSpec:
     """A spec from a YAML file; a bad file is a one-line DataError naming it."""
     path, name = Path(path), display_name(path)
@@ -152,13 +158,12 @@ def read_spec(path: str | Path) -> DatasetSpec:
 @functools.cache
 def builtin_specs() -> dict[str, DatasetSpec]:
     """The built-in datasets: name -> spec, from voc/datasets/specs/*.yaml."""
-    return {path.stem: read_spec(path) for path in sorted(SPECS_DIR.glob("*.yaml"))}
+    return {path.stem: read_spec(path) for path in sorted((Path(__file__).parent / "specs").glob("*.yaml"))}
 
 
 def infer_fields(names: list[str]) -> dict[str, Any]:
-    """The mapping of a common layout, from a record's field names: question; options, choices or columns A, B, ...;
-    answer_idx (a label; `answer` is then checked as its text), else gold, label or answer (auto); context, subject,
-    and id or realidx."""
+    """The mapping of a common layout from a record's field names: question; options, choices or columns A, B, ...;
+    answer_idx (a label, with `answer` its text), else gold, label or answer (auto); context, subject; id or realidx."""
     letters = [n for n in names if len(n) == 1 and n.isupper()]
     found: dict[str, Any] = {n: n for n in ("context", "subject") if n in names}
     options = next((n for n in ("options", "choices") if n in names), letters if len(letters) >= 2 else None)
