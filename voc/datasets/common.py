@@ -92,8 +92,7 @@ def one_line(text: Any, limit: int = 300) -> str:
 
 
 def parse_json(data: bytes, name: str, line: int | None = None) -> Any:
-    """JSON from UTF-8 bytes, refusing duplicate keys and NaN; else a DataError naming the line: one that can be skipped
-    for the `line` of a JSON Lines file, one that cannot for a whole file."""
+    """JSON from UTF-8 bytes, no duplicate keys or NaN; else a DataError naming the line (skippable for a JSONL `line`)."""
 
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [key for key, _ in pairs]

@@ -164,8 +164,7 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, split: s
 
 
 def _check_fields(spec: DatasetSpec, names: list[str], loc: Loc, header: bool) -> DatasetSpec:
-    """The spec with its fields recognised from a data file's first records or CSV header (when it `infer`s them),
-    then checked against them: a mapped field they lack is a one-line error naming the file and the fields it has."""
+    """The spec with its fields recognised from a file's first records or CSV header (if it `infer`s them), then checked."""
     fields = spec.fields
     if spec.infer:
         fields = Fields(**{**infer_fields(names), **fields.model_dump(exclude_unset=True)})
@@ -182,9 +181,8 @@ def _check_fields(spec: DatasetSpec, names: list[str], loc: Loc, header: bool) -
 
 def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, split: str | None
           ) -> tuple[DatasetSpec, str, Path, Iterator[Record]]:  # fmt: skip
-    """(the spec, checked against a CSV header; the source's name in messages; its folder; its records): the hub
-    dataset's `split`, or the file `path` (or the source's file in the folder `path`), else the source's path or glob
-    under the data root."""
+    """(the spec checked against a CSV header, the source's name in messages, its folder, its records): the hub dataset's
+    `split`, the file `path` (or the source's file in the folder `path`), else the source path or glob under the data root."""
     if spec.source.hub:
         hub_split = spec.source.split if split in (None, "all") else split
         return spec, f"hf:{spec.source.hub}[{hub_split}]", Path("."), hub_records(spec.source.hub, spec.source.config, hub_split)
