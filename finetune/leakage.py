@@ -38,7 +38,6 @@ from typing import Literal, TypeVar
 
 from voc.datasets import DataError, load_dataset, load_pubmedqa
 from voc.datasets.common import iter_jsonl
-from voc.datasets.pubmedqa import GROUND_TRUTH_FILE, ORI_FILE
 from voc.types import Question
 
 log = logging.getLogger("finetune")
@@ -54,6 +53,7 @@ MCQ_SPLITS: dict[str, str] = {
     "mmlu_medical": "mmlu_medical/test.jsonl",
 }
 TEST_SPLITS: tuple[str, ...] = ("pubmedqa", *MCQ_SPLITS)
+PUBMEDQA_FILES = ("pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json")  # the data and the test split's list
 
 # Why these thresholds. Containment is exact (a whole test question or a whole abstract sentence must appear, word for
 # word), so a match never comes from a shared phrase inside a sentence. What can still collide by chance is a whole
@@ -275,7 +275,7 @@ def leakage_index(root: Path | str | None = None) -> LeakageIndex:
 
 def _file_state(root: Path) -> tuple[tuple[str, int, int], ...]:
     """(file, mtime, size) of every test file: a changed test file gives a new index."""
-    files = [f"pubmedqa/{ORI_FILE}", f"pubmedqa/{GROUND_TRUTH_FILE}", *MCQ_SPLITS.values()]
+    files = [*PUBMEDQA_FILES, *MCQ_SPLITS.values()]
     state = []
     for name in files:
         try:

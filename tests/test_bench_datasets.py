@@ -104,7 +104,7 @@ def _bad_files(folder: Path, data_root: Path) -> dict[str, Path]:
         ("nomatch", ["--field", "gold=answer"], "nomatch.jsonl line 2: answer 'not an option' matches none of the options ("),
         ("ok", ["--field", "qestion=stem"], "bad --field 'qestion=stem'; give KEY=FIELD with KEY one of question, options"),
         ("pubmedqa", ["--field", "gold=answer"], "--field maps the fields of data files and hub ids; change a built-in dataset"),
-        ("pubmedqa:valid", [], "pubmedqa has the splits test, dev, train, not 'valid'"),
+        ("pubmedqa:valid", [], "unknown split 'valid' of pubmedqa; use one of test, dev, train, all"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_line_and_what_to_do(

@@ -1,6 +1,6 @@
 """Datasets as specs: the built-in specs load the same questions as the per-dataset loaders they replaced (a digest of
-their output, tests/data/builtin_digests.json, frozen before they were replaced), PubMedQA's dev split, spec files,
-recognised layouts, field overrides, placeholder options, gold given as text or index, hub ids, and bad specs."""
+their output, tests/data/builtin_digests.json, frozen before they were replaced); your own files (recognised layouts,
+field overrides, formats, globs), spec files, placeholder options, gold given as text or index, hub ids, bad input."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from voc.datasets import DataError, DatasetSpec, dataset_name, load_dataset, load_file, load_pubmedqa, load_spec, read_spec
-from voc.datasets import stratified_sample as sample
+from voc.datasets import DataError, DatasetSpec, dataset_name, load_dataset, load_file, load_spec, read_spec
 from voc.types import Question
 
 DIGESTS = json.loads((Path(__file__).parent / "data" / "builtin_digests.json").read_text())
@@ -50,19 +49,6 @@ def test_builtin_datasets_load_the_frozen_questions(data_root: Path, key: str) -
     assert metadata_digest(questions) == frozen["metadata_sha256"]
 
 
-def test_pubmedqa_dev_is_the_documented_fixed_sample(data_root: Path) -> None:
-    dev, train = load_pubmedqa(data_root / "pubmedqa", split="dev"), load_pubmedqa(data_root / "pubmedqa", split="train")
-    assert (len(dev), len(train)) == (100, 400) and not {q.id for q in dev} & {q.id for q in train}
-    assert Counter(q.options[q.gold] for q in dev) == {"yes": 55, "no": 34, "maybe": 11}
-    non_test = [q for q in load_pubmedqa(data_root / "pubmedqa", split="all") if q.metadata["split"] != "test"]
-    assert [q.id for q in sample(non_test, 100, seed=0)] == [q.id for q in dev]  # how pubmedqa.yaml's list was drawn
-
-
-def test_dev_names_on_the_command_line(data_root: Path) -> None:
-    assert dataset_name("pubmedqa:dev") == "pubmedqa:dev" and dataset_name("medqa_dev") == "medqa_dev"
-    assert len(load_dataset("medqa_dev", root=data_root)) == 1271 and len(load_dataset("pubmedqa:train", root=data_root)) == 400
-
-
 # --- your own files: recognised layouts, overrides, spec files ---
 
 
@@ -74,6 +60,57 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 def medqa_row(i: int, options: int = 4, gold: str = "B") -> dict:
     opts = {label: f"option {label} of {i}" for label in "ABCDE"[:options]}
     return {"question": f"Question {i}?", "options": opts, "answer_idx": gold, "answer": opts[gold], "meta_info": "step1"}
+
+
+def test_field_mapping(tmp_path: Path) -> None:
+    rows = [
+        {"q": "Which is red?", "choices": ["sky", "blood"], "ans": "B", "key": 7, "passage": "Colours.", "src": "x"},
+        {"q": "Which is wet?", "choices": {"yes": "water", "no": "sand"}, "ans": "yes", "key": 8, "src": "y"},
+    ]
+    path = _jsonl(tmp_path / "mine.jsonl", rows)
+    questions = load_file(path, question="q", options="choices", context="passage", gold="ans", id="key")
+    assert [q.id for q in questions] == ["7", "8"]
+    assert questions[0].options == {"A": "sky", "B": "blood"} and questions[0].gold == "B"
+    assert questions[0].context == "Colours." and questions[1].context is None
+    assert questions[1].options == {"yes": "water", "no": "sand"} and questions[1].gold == "yes"
+    assert questions[0].metadata == {"src": "x"}
+    only = load_file(path, question="q", options="choices", metadata=[])
+    assert only[0].metadata == {} and only[0].gold is None and [q.id for q in only] == ["0", "1"]  # ids: the row positions
+    (question,) = load_file(_jsonl(tmp_path / "cols.jsonl", [{"question": "2+2?", "A": "3", "B": "4", "C": None, "gold": "B"}]))
+    assert question.options == {"A": "3", "B": "4"} and question.gold == "B"  # option columns A, B, C; a null one is dropped
+    assert question.metadata == {}  # the option columns and the gold are not metadata
+
+
+def test_csv_option_columns_recognised_or_mapped(tmp_path: Path) -> None:
+    path = tmp_path / "mine.csv"
+    path.write_text('id,question,A,B,C,answer,note\n1,"Multi\nline question?",one,two,three,C,n1\n2,Second?,"x, with comma",y,,A,n2\n')
+    questions = load_file(path)  # single-letter columns are the options, `answer` the gold, `id` the ids
+    assert [q.id for q in questions] == ["1", "2"] and [q.gold for q in questions] == ["C", "A"]
+    assert questions[0].question == "Multi\nline question?" and questions[0].options == {"A": "one", "B": "two", "C": "three"}
+    assert questions[1].options == {"A": "x, with comma", "B": "y"} and questions.report.dropped_options == 1
+    assert questions[0].metadata == {"note": "n1"}
+    path = tmp_path / "exam.csv"
+    path.write_text("qid,stem,opa,opb,opc,opd,key,topic\n7,Which?,w,x,y,z,2,anatomy\n8,What?,p,q,r,s,0,physiology\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"exam.csv line 1: no field\(s\) \['question', 'options'\] in the header"):
+        load_file(path)
+    options = ["opa", "opb", "opc", "opd"]
+    questions = load_file(path, question="stem", options=options, gold="key", gold_as="index", id="exam-{qid}", subject="topic")
+    assert [(q.id, q.gold, q.metadata["subject"]) for q in questions] == [("exam-7", "C", "anatomy"), ("exam-8", "A", "physiology")]
+    assert questions[0].options == {"A": "w", "B": "x", "C": "y", "D": "z"} and questions[0].metadata == {"subject": "anatomy"}
+    with pytest.raises(ValueError, match=r"--field: unknown key 'qestion'"):
+        load_file(path, qestion="stem")
+
+
+def test_csv_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text('question,A,B,answer\nok?,a,b,A\n\n"multi\nline",a,b,Z\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.csv line 4: answer 'Z' matches none of the options \(a; b\)"):
+        load_file(path)
+    with pytest.raises(DataError, match=r"bad.csv line 4: gold label 'Z' is not among the option labels \['A', 'B'\]"):
+        load_file(path, gold="answer", gold_as="label")
+    with pytest.raises(DataError, match=r"bad.csv line 1: no field\(s\) \['gold'\] in the header \['question', 'A', 'B', 'answer'\]; "
+                       r"map them with --field KEY=FIELD"):  # fmt: skip
+        load_file(path, gold="gold")
 
 
 def test_a_medqa_layout_file_needs_no_flags(tmp_path: Path, data_root: Path) -> None:
@@ -126,19 +163,6 @@ def test_gold_as_text_and_as_index(tmp_path: Path) -> None:
     assert [q.gold for q in load_file(_jsonl(tmp_path / "index.jsonl", indexed))] == ["C", "A"]  # choices + an int label
     with pytest.raises(DataError, match=r"index.jsonl line 2: label 0 is out of range for 2 options"):
         load_file(tmp_path / "index.jsonl", gold="label", gold_as="index1")
-
-
-def test_a_csv_with_one_column_per_option_and_field_overrides(tmp_path: Path) -> None:
-    path = tmp_path / "exam.csv"
-    path.write_text("qid,stem,opa,opb,opc,opd,key,topic\n7,Which?,w,x,y,z,2,anatomy\n8,What?,p,q,r,s,0,physiology\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"exam.csv line 1: no field\(s\) \['question', 'options'\] in the header"):
-        load_file(path)
-    options = ["opa", "opb", "opc", "opd"]
-    questions = load_file(path, question="stem", options=options, gold="key", gold_as="index", id="exam-{qid}", subject="topic")
-    assert [(q.id, q.gold, q.metadata["subject"]) for q in questions] == [("exam-7", "C", "anatomy"), ("exam-8", "A", "physiology")]
-    assert questions[0].options == {"A": "w", "B": "x", "C": "y", "D": "z"} and questions[0].metadata == {"subject": "anatomy"}
-    with pytest.raises(ValueError, match=r"--field: unknown key 'qestion'"):
-        load_file(path, qestion="stem")
 
 
 def test_other_formats_and_globs(tmp_path: Path) -> None:
@@ -197,7 +221,11 @@ def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown dataset 'my_questions'; give a built-in name .*, a spec file \(.yaml\), a data file"):
         load_dataset("my_questions")
     with pytest.raises(FileNotFoundError, match=r"no data file missing.jsonl; check the path"):
-        load_dataset("missing.jsonl")
+        load_file("missing.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"no ori_pqal.json in .*pubmedqa; check the path \(or set VOC_DATA_ROOT / --data-root\)"):
+        load_dataset("pubmedqa", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no nope.jsonl in .*; check the path"):
+        load_dataset("medqa", tmp_path / "nope.jsonl")
     with pytest.raises(FileNotFoundError, match=r"no spec file .*none.yaml; check the path"):
         load_dataset(str(tmp_path / "none.yaml"))
     (tmp_path / "glob.yaml").write_text("source: {path: ./nothing/*.jsonl}\n")
@@ -241,14 +269,3 @@ def test_hub_ids_load_with_field_overrides(fake_hub: dict[str, list[dict]]) -> N
     with pytest.raises(DataError, match=r"hf:someone/bad\[test\] row 1: gold label 'E' is not among the option labels"):
         load_dataset("hf:someone/bad")
     assert dataset_name("hf:someone/bad@dev") == "hf:someone_bad@dev"
-
-
-def test_a_hub_id_offline_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: as good as offline
-    with pytest.raises(DataError) as caught:
-        load_dataset("hf:someone/questions")
-    message = str(caught.value)
-    assert message.startswith("hf:someone/questions[test]: the Hugging Face hub is not reachable") and "\n" not in message
-    assert "needs network access, or give a local path" in message

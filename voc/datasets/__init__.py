@@ -1,21 +1,15 @@
-"""Datasets as declarative specs read by one loader; a load returns a `QuestionList` carrying a `LoadReport`.
-
-The built-in datasets are YAML specs in voc/datasets/specs/ (`DATASETS`); `load_dataset` also takes a spec file, a data
-file whose layout is recognised from its fields, or `hf:org/name`. Bad rows raise `DataError` naming the file and line,
-or with `skip_invalid=True` are skipped and counted.
-"""
+"""Datasets as declarative specs (voc/datasets/specs/*.yaml, or `DatasetSpec`) read by one loader (load.py)."""
 
 from __future__ import annotations
 
 from voc.datasets.common import DataError, LoadReport, QuestionList, data_root, iter_jsonl, read_jsonl, stratified_sample
-from voc.datasets.load import load_dataset, load_file, load_spec
-from voc.datasets.pubmedqa import load_pubmedqa
+from voc.datasets.load import load_dataset, load_file, load_pubmedqa, load_spec
 from voc.datasets.spec import DatasetSpec, Fields, Source, Split, builtin_specs, dataset_name, read_spec, resolve
 
 DATASETS: dict[str, DatasetSpec] = builtin_specs()
 
 __all__ = [
     "DATASETS", "DataError", "DatasetSpec", "Fields", "LoadReport", "QuestionList", "Source", "Split", "builtin_specs", "data_root",
-    "dataset_name", "iter_jsonl", "load_dataset", "load_file", "load_pubmedqa", "load_spec", "read_jsonl",
-    "read_spec", "resolve", "stratified_sample",
+    "dataset_name", "iter_jsonl", "load_dataset", "load_file", "load_pubmedqa", "load_spec", "read_jsonl", "read_spec", "resolve",
+    "stratified_sample",
 ]  # fmt: skip

@@ -1,57 +1,50 @@
-"""Shared machinery of the dataset loader: errors that name file and line, the load report, JSONL reading, turning rows
-into questions with skip-and-count of bad rows, the data root and stratified sampling.
-"""
+"""Records of data files (JSONL, JSON, CSV/TSV, parquet) and hub datasets, errors naming file and line, the load report,
+the data root and stratified sampling. A bad record comes as a DataError in its place, so that it can be skipped."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import logging
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import socket
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 from voc.types import Question
 
-logger = logging.getLogger("voc.datasets")
 SKIP_HINT = "fix the row or pass skip_invalid=True (voc bench: --skip-invalid)"
 
 
 class DataError(ValueError):
     """A bad data file or row; the message names the file and the line (or key) and says what is wrong."""
 
-    def __init__(self, source: str, reason: str, *, line: int | None = None, where: str | None = None, skippable: bool = True) -> None:
+    def __init__(self, source: str, reason: str, line: int | None = None, where: str | None = None, skippable: bool = True) -> None:
+        super().__init__(source, reason, line, where, skippable)  # the args rebuild it when unpickled
         self.source, self.reason, self.line, self.skippable = source, reason, line, skippable
-        self.where = where if where is not None else (f"line {line}" if line is not None else None)
-        super().__init__((f"{source} {self.where}" if self.where else source) + f": {reason}" + (f"; {SKIP_HINT}" if skippable else ""))
+        self.where = where or (f"line {line}" if line is not None else None)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.source, self.reason, self.line, self.where, self.skippable))
-
-
-def _rebuild(source: str, reason: str, line: int | None, where: str | None, skippable: bool) -> DataError:
-    return DataError(source, reason, line=line, where=where, skippable=skippable)
+    def __str__(self) -> str:
+        place = f"{self.source} {self.where}" if self.where else self.source
+        return f"{place}: {self.reason}" + (f"; {SKIP_HINT}" if self.skippable else "")
 
 
-class RowError(ValueError):
-    """A bad row; the loader adds file and line. `at` points the error at another file (a split list)."""
-
-    def __init__(self, reason: str, at: Loc | None = None) -> None:
-        super().__init__(reason)
-        self.at = at
-
-
-@dataclass(frozen=True)
-class Loc:
-    """Where a record is: its file as messages show it, its line (None where there are no lines) and how to say it."""
+class Loc(NamedTuple):
+    """Where a record is: its file as messages show it, its line (None where there are none) and how to say it."""
 
     source: str
     line: int | None
     where: str
+
+    def error(self, reason: str, skippable: bool = True) -> DataError:
+        return DataError(self.source, reason, self.line, self.where, skippable)
+
+
+Record = tuple[Loc, str | None, Any]  # (where, key in a JSON-object file or None, row or DataError)
 
 
 @dataclass
@@ -84,7 +77,7 @@ class QuestionList(list[Question]):
 
     def __init__(self, questions: Iterable[Question] = (), report: LoadReport | None = None) -> None:
         super().__init__(questions)
-        self.report = report if report is not None else LoadReport(source="")
+        self.report = report or LoadReport(source="")
 
 
 def display_name(path: str | Path) -> str:
@@ -93,36 +86,32 @@ def display_name(path: str | Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
-def one_line(text: str, limit: int = 300) -> str:
+def one_line(text: Any, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def validation_reason(error: ValidationError) -> str:
-    """A one-line reason from a pydantic ValidationError."""
-    parts = []
-    for item in error.errors():
-        loc, msg = ".".join(str(p) for p in item.get("loc", ())), item.get("msg", "").removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return one_line("; ".join(parts))
+def parse_json(data: bytes, name: str, line: int | None = None) -> Any:
+    """JSON from UTF-8 bytes, no duplicate keys or NaN; else a DataError naming the line (skippable for a JSONL `line`)."""
 
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"duplicate key {next(k for i, k in enumerate(keys) if k in keys[:i])!r} in a JSON object")
+        return dict(pairs)
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise RowError(f"duplicate key {key!r} in a JSON object")
-        result[key] = value
-    return result
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
 
-
-def _bad_constant(name: str) -> Any:
-    raise RowError(f"{name} is not valid JSON")
-
-
-def parse_json(text: str) -> Any:
-    """json.loads that refuses duplicate keys and NaN/Infinity (RowError)."""
-    return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_bad_constant)
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=no_constant)
+    except UnicodeDecodeError as exc:
+        at, reason = (line or 1) + data[: exc.start].count(b"\n"), f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        at, reason = (line or 1) + exc.lineno - 1, f"invalid JSON ({exc.msg}: column {exc.colno}); truncated {'line' if line else 'file'}?"
+    except ValueError as exc:  # a duplicate key, NaN
+        at, reason = line, str(exc)
+    raise DataError(name, reason, at, skippable=line is not None)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -131,34 +120,20 @@ def read_bytes(path: Path) -> bytes:
     return path.read_bytes().removeprefix(b"\xef\xbb\xbf")
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 file without its BOM; invalid UTF-8 is a DataError naming the line."""
-    data = read_bytes(path)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(display_name(path), f"not valid UTF-8 ({exc.reason})", line=line, skippable=False) from None
-
-
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     """(line number, row dict or DataError) for each non-blank line; never raises for a bad line (BOM, CRLF handled)."""
     name = display_name(path)
     for number, raw in enumerate(read_bytes(Path(path)).split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
+        if not raw.decode("utf-8", "replace").strip():
+            continue
         try:
-            text = raw.removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf").decode("utf-8")
-            row = parse_json(text) if text.strip() else None
-        except UnicodeDecodeError as exc:
-            yield number, DataError(name, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=number)
-        except json.JSONDecodeError as exc:
-            yield number, DataError(name, f"invalid JSON ({exc.msg}: column {exc.colno}); truncated line?", line=number)
-        except RowError as exc:
-            yield number, DataError(name, str(exc), line=number)
-        else:
-            if text.strip() and not isinstance(row, dict):
-                row = DataError(name, f"expected a JSON object, got {type(row).__name__}", line=number)
-            if text.strip():
-                yield number, row
+            row = parse_json(raw, name, number)
+        except DataError as error:
+            row = error
+        if not isinstance(row, dict | DataError):
+            row = DataError(name, f"expected a JSON object, got {type(row).__name__}", number)
+        yield number, row
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -169,65 +144,105 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
-def collect(source: str, rows: Iterable[tuple[Loc, Any]], convert: Callable[[Any], Question | None], report: LoadReport,
-            skip_invalid: bool = False) -> QuestionList:  # fmt: skip
-    """Turn rows into questions. A bad row raises DataError, or with `skip_invalid` is skipped and counted.
+def records(path: Path, fmt: str, key_name: str = "key") -> tuple[list[str] | None, Iterator[Record]]:
+    """(the CSV header or None, the records) of a data file in format `fmt`."""
+    name = display_name(path)
+    if fmt == "jsonl":
+        return None, ((Loc(name, line, f"line {line}"), None, row) for line, row in iter_jsonl(path))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq  # a dependency of `datasets`
 
-    `rows` yields (location, row or DataError); `convert` returns a Question, None to leave the row out on purpose
-    (another split, a filter), or raises RowError / pydantic ValidationError / ValueError / TypeError.
-    """
-    questions: list[Question] = []
-    seen: dict[str, str] = {}
-    total = 0
-    for loc, row in rows:
-        total += 1
+        rows = pq.read_table(io.BytesIO(read_bytes(path))).to_pylist()
+        return None, ((Loc(name, None, f"row {n}"), None, row) for n, row in enumerate(rows, start=1))
+    return (None, json_values(path, key_name)) if fmt == "json" else csv_records(path, "\t" if fmt == "tsv" else ",")
+
+
+def json_values(path: Path, key_name: str = "key") -> Iterator[Record]:
+    """The items of a JSON list, or of an object keyed by id (named `key_name` in messages); a broken file raises."""
+    name, data = display_name(path), read_bytes(path)
+    value = parse_json(data, name) if data.strip() else None
+    if isinstance(value, list):
+        return ((Loc(name, None, f"record {i}"), None, item) for i, item in enumerate(value, start=1))
+    if not isinstance(value, dict):
+        what = "the file is empty" if value is None else f"got {type(value).__name__}"
+        raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
+    return ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
+
+
+def csv_records(path: Path, delimiter: str = ",") -> tuple[list[str], Iterator[Record]]:
+    """The header and the records of a CSV file (quoted newlines handled); a bad header raises DataError."""
+    name, data = display_name(path), read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(name, f"not valid UTF-8 ({exc.reason})", line=data[: exc.start].count(b"\n") + 1, skippable=False) from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(([cell.strip() for cell in cells] for cells in reader if any(c.strip() for c in cells)), [])
+    except csv.Error as exc:
+        raise DataError(name, f"bad CSV header ({exc})", line=reader.line_num, skippable=False) from None
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if not header:
+        raise DataError(name, "the file is empty; expected a header row", line=1, skippable=False)
+    if duplicates or "" in header:
+        problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
+        raise DataError(name, f"the header has {problem}", line=reader.line_num, skippable=False)
+
+    def rows() -> Iterator[Record]:
+        while True:
+            loc = Loc(name, reader.line_num + 1, f"line {reader.line_num + 1}")
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                reason = "unterminated quote, it runs to the end of the file" if "end of data" in str(exc) else exc
+                yield loc, None, loc.error(f"bad CSV ({reason})")
+                continue
+            if len(cells) != len(header) and any(c.strip() for c in cells):
+                yield loc, None, loc.error(f"row has {len(cells)} fields, the header has {len(header)}")
+            elif any(c.strip() for c in cells):
+                yield loc, None, dict(zip(header, cells, strict=True))
+
+    return header, rows()
+
+
+def hub_records(hub_id: str, config: str | None, split: str) -> Iterator[Record]:
+    """Rows of `datasets.load_dataset(hub_id, config, split=split)`: needs network unless HF_DATASETS_OFFLINE=1 (its cache)."""
+    source, advice = f"hf:{hub_id}[{split}]", "give a local path (a .jsonl/.json/.csv/.parquet file or a spec file) instead"
+    if not os.environ.get("HF_DATASETS_OFFLINE") and not os.environ.get("HF_HUB_OFFLINE"):
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
         try:
-            question = row if isinstance(row, DataError) else convert(row)
-            if question is not None and not isinstance(question, DataError) and question.id in seen:
-                raise RowError(f"duplicate question id {question.id!r} (also at {seen[question.id]}); ids must be unique")
-        except (ValidationError, ValueError, TypeError) as exc:
-            at = getattr(exc, "at", None) or loc
-            reason = validation_reason(exc) if isinstance(exc, ValidationError) else one_line(str(exc))
-            question = DataError(at.source, reason, line=at.line, where=at.where)
-        if isinstance(question, DataError):
-            if not skip_invalid:
-                raise question
-            report.errors.append(question)
-        elif question is not None:
-            seen[question.id] = loc.where
-            questions.append(question)
-    if total == 0:
-        raise DataError(source, "the file holds no rows", line=1, skippable=False)
-    if not questions and report.errors:
-        first = report.errors[0]
-        raise DataError(source, f"all {report.skipped} rows are invalid (first: {first.where}: {first.reason})", skippable=False)
-    report.loaded = len(questions)
-    if report.errors or report.dropped_options:
-        logger.warning(report.summary())
-    return QuestionList(questions, report)
+            socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=5).close()
+        except OSError as exc:
+            reason = f"the Hugging Face hub is not reachable ({exc}); a hub dataset needs network access, or {advice}"
+            raise DataError(source, reason, skippable=False) from None
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:
+        raise DataError(source, f"could not load it ({type(exc).__name__}: {one_line(exc, 200)}); {advice}", skippable=False) from None
+    return ((Loc(source, None, f"row {n}"), None, dict(row)) for n, row in enumerate(rows, start=1))
 
 
 def data_root() -> Path:
     """The folder holding pubmedqa/, medqa/, ...: $VOC_DATA_ROOT, else shared/data in or above the working folder or the repository."""
     env = os.environ.get("VOC_DATA_ROOT")
-    if env:
-        if not Path(env).expanduser().is_dir():
-            raise FileNotFoundError(f"VOC_DATA_ROOT={env} is not a folder; set it to the folder holding pubmedqa/, medqa/ ...")
-        return Path(env).expanduser()
+    if env and not Path(env).expanduser().is_dir():
+        raise FileNotFoundError(f"VOC_DATA_ROOT={env} is not a folder; set it to the folder holding pubmedqa/, medqa/ ...")
     repo = Path(__file__).resolve().parents[2]
     candidates = [Path.cwd() / "shared/data", Path.cwd() / "../shared/data", repo / "shared/data", repo / "../shared/data"]
-    found = next((c for c in candidates if c.is_dir()), None)
+    found = Path(env).expanduser() if env else next((c.resolve() for c in candidates if c.is_dir()), None)
     if found is None:
         tried = ", ".join(str(c) for c in candidates)
         raise FileNotFoundError(f"no data folder found (tried {tried}); set VOC_DATA_ROOT to the folder holding pubmedqa/, medqa/ ...")
-    return found.resolve()
+    return found
 
 
 def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> list[Question]:
-    """A seeded random sample of `n` questions stratified by gold label, in the original order.
-
-    Each label gets n * share questions (largest-remainder rounding); all are returned if n >= len(questions).
-    """
+    """A seeded random sample of `n` questions stratified by gold label (largest-remainder quotas), in the original
+    order; all of them if n >= len(questions)."""
     if n < 0:
         raise ValueError(f"sample size must be >= 0, got {n}")
     items = list(questions)

@@ -1,9 +1,6 @@
-"""A dataset as a declarative spec (a YAML file or a pydantic object): where the rows are, which fields hold the
-question's parts, checks, and split rules. The built-in datasets are the YAML files in voc/datasets/specs/.
-
-`resolve` turns what a user gives into a spec: a built-in name (`pubmedqa:dev` picks a split), a spec file, a data
-file whose layout is recognised from its fields, or a hub id `hf:org/name[:config][@split]`.
-"""
+"""A dataset as a declarative spec (a YAML file or a pydantic object): where the records are, which fields hold the
+question's parts, checks and splits. `resolve` turns what a user gives into a spec: a built-in `name[:split]` (the
+YAML files in voc/datasets/specs/), a spec file, a data file or a hub id `hf:org/name[:config][@split]`."""
 
 from __future__ import annotations
 
@@ -13,11 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from voc.datasets.common import DataError, display_name
+from voc.datasets.common import DataError, display_name, one_line
 
-SPECS_DIR = Path(__file__).parent / "specs"
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 PLACEHOLDERS = ("n/a", "none given")  # option texts dropped at load time, ignoring case and spacing ("" always is)
 HUB = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.-]+))?$")
@@ -25,8 +21,7 @@ SLOT = re.compile(r"\{([^{}]+)\}")
 
 
 class Fields(BaseModel):
-    """Which fields of a row hold the question's parts; `_index` is the record's position in the source, `_key` its key
-    in a JSON-object file."""
+    """Which fields of a record hold the question's parts; `_index` is its position, `_key` its key in a JSON object."""
 
     model_config = ConfigDict(extra="forbid")
     question: str = "question"
@@ -38,7 +33,6 @@ class Fields(BaseModel):
     context_labels: str | None = None  # a list beside the context list: each part becomes "LABEL: text"
     context_join: str = "\n"
     id: str = "{_index}"  # a field, or a template like "medqa-{realidx|_index}" ("|": the first that is set)
-    key: str | None = None  # what split lists and messages name a record by (default _key)
     subject: str | None = None  # kept as metadata["subject"]: reports then give per-subject tables
     metadata: list[str] | dict[str, str] | None = None  # fields kept (name -> field); None: every field not mapped above
 
@@ -47,11 +41,11 @@ class Fields(BaseModel):
     def _template(cls, value: str) -> str:
         return value if "{" in value else "{" + value + "}"
 
-    def used(self) -> set[str]:
-        """The top-level row fields this mapping reads."""
-        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject, self.key]
+    def used(self) -> list[str]:
+        """The record fields this mapping reads, but for metadata."""
+        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject]
         names += [*(self.options if isinstance(self.options, list) else [self.options]), *"|".join(SLOT.findall(self.id)).split("|")]
-        return {n.strip() for n in names if n}
+        return [n.strip() for n in names if n]
 
 
 class Source(BaseModel):
@@ -71,8 +65,8 @@ class Source(BaseModel):
 
 
 class Split(BaseModel):
-    """The records whose key is listed in `file` (beside the data file: a JSON object key -> gold answer, which is then
-    the gold, or a JSON list of keys) or in `ids`; or the records in none of the splits `not_in`."""
+    """The records whose key (in a JSON-object file) is listed in `file` (beside the data file: a JSON object key ->
+    gold, which must agree with the record's, or a JSON list of keys) or in `ids`; or those in none of the `not_in`."""
 
     model_config = ConfigDict(extra="forbid")
     file: str | None = None
@@ -95,14 +89,13 @@ class DatasetSpec(BaseModel):
     source: Source
     format: Literal["jsonl", "json", "csv", "tsv", "parquet"] | None = None  # default: from the file's suffix
     fields: Fields = Field(default_factory=Fields)
-    infer: bool = False  # recognise fields not given from the first record (data files given by path)
+    infer: bool = False  # recognise fields not given from the first records (data files given by path)
     options: dict[str, str] | None = None  # the same options for every row (PubMedQA's yes/no/maybe)
     n_options: int | None = Field(default=None, ge=2)  # every question has this many options (after placeholders are dropped)
     placeholders: list[str] = Field(default_factory=lambda: list(PLACEHOLDERS))
     key_name: str = "key"  # how messages name a record's key, e.g. PMID
     splits: dict[str, Split] = Field(default_factory=dict)
     default_split: str | None = None  # with splits: the one loaded by default; without: which split the whole source is
-    _base: Path | None = PrivateAttr(default=None)  # the spec file's folder
 
     @model_validator(mode="after")
     def _splits(self) -> DatasetSpec:
@@ -118,20 +111,27 @@ class DatasetSpec(BaseModel):
         if "gold" in overrides and "gold_as" not in overrides:
             overrides = {"answer_text": None, **overrides, "gold_as": "auto"}
         try:
-            fields = Fields(**{**self.fields.model_dump(exclude_unset=True), **overrides})
+            return self.model_copy(update={"fields": Fields(**{**self.fields.model_dump(exclude_unset=True), **overrides})})
         except ValidationError as exc:
-            raise spec_error(source, exc) from None
-        copy = self.model_copy(update={"fields": fields})
-        copy._base = self._base
-        return copy
+            raise DataError(source, pydantic_reason(exc), skippable=False) from None
+
+    def pick_split(self, split: str | None) -> str | None:
+        """The split to load (default: default_split); one the spec lacks is a one-line error. A hub source takes any."""
+        if self.splits and (split or self.default_split) not in (*self.splits, "all"):
+            raise ValueError(f"unknown split {split!r} of {self.name}; use one of {', '.join([*self.splits, 'all'])}")
+        if not self.splits and split not in (None, "all", self.default_split) and not self.source.hub:
+            what = f"is a {self.default_split} split" if self.default_split else "has no splits"
+            raise ValueError(f"{self.name} {what}; drop split={split!r}")
+        return (split or self.default_split) if self.splits else split
 
 
-def spec_error(source: str, error: ValidationError) -> DataError:
-    item = next((e for e in error.errors() if e["type"] == "extra_forbidden"), error.errors()[0])  # a misspelt key first
-    where = ".".join(str(p) for p in item["loc"])
-    if item["type"] == "extra_forbidden":
-        return DataError(source, f"unknown key {where!r}; the keys are those of voc.datasets.DatasetSpec and Fields", skippable=False)
-    return DataError(source, f"{where}: {item['msg'].removeprefix('Value error, ')}".lstrip(": "), skippable=False)
+def pydantic_reason(error: ValidationError) -> str:
+    """A one-line reason from a pydantic ValidationError; a misspelt key (of a spec or --field) first."""
+    unknown = [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        return f"unknown key {unknown[0]!r}; the keys are those of voc.datasets.DatasetSpec and Fields"
+    parts = [(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
+    return one_line("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in parts))
 
 
 def read_spec(path: str | Path) -> DatasetSpec:
@@ -142,28 +142,28 @@ def read_spec(path: str | Path) -> DatasetSpec:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None  # type: ignore[attr-defined]
-        raise DataError(name, f"not valid YAML ({getattr(exc, 'problem', exc)})", line=line, skippable=False) from None
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(name, f"not valid YAML ({getattr(exc, 'problem', exc)})", mark and mark.line + 1, skippable=False) from None
     if not isinstance(raw, dict):
         raise DataError(name, "a spec is a YAML mapping with at least `source`", skippable=False)
     try:
-        spec = DatasetSpec(**{"name": path.stem, **raw})
+        spec = DatasetSpec.model_validate({"name": path.stem, **raw})
     except ValidationError as exc:
-        raise spec_error(name, exc) from None
-    spec._base = path.parent
+        raise DataError(name, pydantic_reason(exc), skippable=False) from None
+    if spec.source.path and spec.source.path.startswith(("./", "../")):
+        spec.source.path = str(path.parent.absolute() / spec.source.path)
     return spec
 
 
 @functools.cache
 def builtin_specs() -> dict[str, DatasetSpec]:
     """The built-in datasets: name -> spec, from voc/datasets/specs/*.yaml."""
-    return {path.stem: read_spec(path) for path in sorted(SPECS_DIR.glob("*.yaml"))}
+    return {path.stem: read_spec(path) for path in sorted((Path(__file__).parent / "specs").glob("*.yaml"))}
 
 
 def infer_fields(names: list[str]) -> dict[str, Any]:
-    """The mapping of a common layout, from a record's field names: question; options, choices or columns A, B, ...;
-    answer_idx (a label; `answer` is then checked as its text), else gold, label or answer (auto); context, subject,
-    and id or realidx when present."""
+    """The mapping of a common layout from a record's field names: question; options, choices or columns A, B, ...;
+    answer_idx (a label, with `answer` its text), else gold, label or answer (auto); context, subject; id or realidx."""
     letters = [n for n in names if len(n) == 1 and n.isupper()]
     found: dict[str, Any] = {n: n for n in ("context", "subject") if n in names}
     options = next((n for n in ("options", "choices") if n in names), letters if len(letters) >= 2 else None)
@@ -172,47 +172,37 @@ def infer_fields(names: list[str]) -> dict[str, Any]:
     if gold:
         found.update(gold=gold, gold_as="label" if gold == "answer_idx" else "auto")
         found.update({"answer_text": "answer"} if gold == "answer_idx" and "answer" in names else {})
-    ident = "id" if "id" in names else "realidx" if "realidx" in names else None
+    ident = next((n for n in ("id", "realidx") if n in names), None)
     return {**found, "id": ident} if ident else found
 
 
 def dataset_name(given: str) -> str:
-    """The name a dataset goes by in records and reports: a built-in name, `name:split` (`pubmedqa:test` is `pubmedqa`),
+    """The name a dataset goes by in records and reports: a built-in name (`pubmedqa:test` is `pubmedqa`), `name:split`,
     a spec file's `name`, a data file's name, `hf:org_name` for a hub id. Never a '/': reports read 'dataset/subject'."""
     if given.endswith((".yaml", ".yml")) and Path(given).is_file():
         given = read_spec(given).name or Path(given).stem
     name, _, split = given.partition(":")
     if name in builtin_specs() and split == builtin_specs()[name].default_split:
-        return name  # pubmedqa:test is pubmedqa
+        return name
     return given.replace("/", "_") if HUB.match(given) else Path(given).name if "/" in given else given
 
 
 def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSpec, str | None]:
-    """(spec, split) for what a user gave: a built-in name (`name:split`), a spec file, a data file or a hub id.
-
-    `fields` overrides the mapping of data files and hub ids (a built-in or a spec file is changed in its spec)."""
-    builtins, hub = builtin_specs(), HUB.match(given)
+    """(spec, split) for what a user gave; `fields` overrides the mapping of data files and hub ids."""
     name, _, split = given.partition(":")
-    if name in builtins:
-        spec = builtins[name]
-        if split and split not in (*spec.splits, spec.default_split):
-            what = f"has the splits {', '.join(spec.splits)}" if spec.splits else f"is a {spec.default_split} split"
-            raise ValueError(f"{name} {what}, not {split!r}")
-        return spec, split or None
-    path = Path(given).expanduser()
+    if name in builtin_specs():
+        return builtin_specs()[name], builtin_specs()[name].pick_split(split or None)
+    path, hub = Path(given).expanduser(), HUB.match(given)
     if hub:
-        spec = DatasetSpec(name=dataset_name(given), source=Source(hub=hub["id"], config=hub["config"], split=hub["split"] or "test"))
+        source = Source(hub=hub["id"], config=hub["config"], split=hub["split"] or "test")
     elif path.suffix in (".yaml", ".yml"):
         return read_spec(path), None
     elif path.suffix in FORMATS and (path.is_file() or any(ch in given for ch in "*?[")):
-        spec = DatasetSpec(name=dataset_name(given), source=Source(path=str(path.absolute())))
+        source = Source(path=str(path.absolute()))
     elif path.suffix in FORMATS:
         raise FileNotFoundError(f"no data file {given}; check the path")
     else:
-        known = ", ".join(n + (f" ({'|'.join(s.splits)})" if s.splits else "") for n, s in builtins.items())
-        raise ValueError(
-            f"unknown dataset {given!r}; give a built-in name ({known}; a split as name:split), a spec file (.yaml), "
-            f"a data file ({', '.join(FORMATS)}) or a hub id hf:org/name"
-        )
-    spec.infer = True
-    return spec.with_fields(fields or {}, "--field"), None
+        known = ", ".join(n + (f" ({'|'.join(s.splits)})" if s.splits else "") for n, s in builtin_specs().items())
+        raise ValueError(f"unknown dataset {given!r}; give a built-in name ({known}; a split as name:split), a spec file (.yaml), "
+                         f"a data file ({', '.join(FORMATS)}) or a hub id hf:org/name")  # fmt: skip
+    return DatasetSpec(name=dataset_name(given), source=source, infer=True).with_fields(fields or {}, "--field"), None
