@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voc.engines import Engine, SamplingParams, make_engine
+from voc.permutations import answer_permuted, check_permutations
 from voc.prompts import Templates
 from voc.strategies import ChoosePrompt, FinalRule, Strategy, make_strategy
 from voc.types import Answer, Question
@@ -32,6 +33,9 @@ class VoC:
     start of its verification: a much shorter prompt).
     `verification_tokens`: for voc, the budget of each verification (default: `params.max_tokens`).
     `templates`: a folder whose .jinja files override the built-in prompts.
+    `permutations`: ask each question under this many orderings of its options (the identity, then cyclic shifts, then
+    shuffles seeded by `params.seed`; at most all n! of them) and answer with the mean of their probabilities mapped back
+    to the original options; `Answer.orderings` holds each ordering's answer. 1 (default) asks the given order only.
     Other keyword arguments go to the engine (device, dtype, batch_size, trust_remote_code, ...).
     """
 
@@ -46,8 +50,10 @@ class VoC:
         choose_prompt: ChoosePrompt = "full",
         verification_tokens: int | None = None,
         templates: str | os.PathLike[str] | None = None,
+        permutations: int = 1,
         **engine_options: Any,
     ) -> None:
+        self.permutations = check_permutations(permutations)
         self.templates = Templates(templates)
         self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule, choose_prompt, verification_tokens)
         if isinstance(engine, Engine):
@@ -72,14 +78,17 @@ class VoC:
         return self.answer_batch([Question(question=question, options=options, context=context, gold=gold)])[0]
 
     def answer_batch(self, questions: Sequence[Question]) -> list[Answer]:
-        """Answer many questions; each strategy round is one batched engine call for all of them."""
+        """Answer many questions; each strategy round is one batched engine call for all of them (and all their orderings)."""
         questions = list(questions)
         bad = [type(q).__name__ for q in questions if not isinstance(q, Question)]
         if bad:
             raise TypeError(f"answer_batch takes Question objects, got {bad[0]}; build them with voc.Question(...)")
         if not questions:
             return []
-        return self.strategy.run(questions, self.engine)
+        if self.permutations == 1:
+            return self.strategy.run(questions, self.engine)
+        seed = self.strategy.params.seed or 0
+        return answer_permuted(lambda asked: self.strategy.run(asked, self.engine), questions, self.permutations, seed)
 
     def close(self) -> None:
         self.engine.close()

@@ -160,8 +160,21 @@ class Verification(BaseModel):
     )
 
 
+class OrderingAnswer(BaseModel):
+    """The answer under one ordering of the options (see voc.permutations), in terms of the ORIGINAL options."""
+
+    order: list[int] = Field(description="position j showed original option order[j] (0-based indices)")
+    label: str = Field(description="the original label of the option chosen under this ordering")
+    probabilities: dict[str, float] = Field(description="this ordering's probabilities, keyed by the original labels")
+
+
 class Answer(BaseModel):
-    """The toolkit's answer to one `Question`."""
+    """The toolkit's answer to one `Question`.
+
+    Asked under several option orderings (`VoC(permutations=K)`), `label` and `probabilities` are the ensemble (the
+    mean over orderings, by original option), `orderings` holds each ordering's answer, the other fields are those of
+    the identity ordering (the question as given), and the token counts are summed over orderings.
+    """
 
     question_id: str
     strategy: str
@@ -175,6 +188,7 @@ class Answer(BaseModel):
     completion_tokens: int = 0
     context_truncated: bool = Field(default=False, description="the context was shortened to fit the model")
     rounds: list[str] = Field(default_factory=list, description="the strategy rounds computed for this answer, in order")
+    orderings: list[OrderingAnswer] = Field(default_factory=list, description="one per option ordering asked; empty when asked once")
     gold: str | None = None
 
     @property

@@ -52,6 +52,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="per dataset: a seeded random sample of N questions, stratified by gold label"
     )
+    parser.add_argument(
+        "--permutations",
+        type=int,
+        default=1,
+        metavar="K",
+        help="ask each question under K option orderings (identity, cyclic shifts, then seeded shuffles; at most n!) and answer with "
+        "their mean probabilities; the report adds identity, ensemble and CircularEval accuracy and the flip rate (default 1)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: runs/<model>-<engine>); re-running resumes it")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf engine)")
     parser.add_argument("--chunk-size", type=int, default=32, help="questions per strategy call; results are saved after each chunk")
@@ -93,6 +101,7 @@ def config_from_args(args: argparse.Namespace):
         final_rule=args.final_rule,
         choose_prompt=args.choose_prompt,
         verification_tokens=args.verification_tokens,
+        permutations=args.permutations,
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )

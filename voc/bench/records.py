@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voc.types import OrderingAnswer
+
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
@@ -64,6 +66,11 @@ class ResultRecord(BaseModel):
     verifications: dict[str, VerificationRecord] = Field(default_factory=dict)
     completions: list[str] = Field(default_factory=list)
     rounds: list[str] = Field(default_factory=list, description="the strategy rounds computed (voc: verify, verdict, choose)")
+    orderings: list[OrderingAnswer] = Field(
+        default_factory=list,
+        description="--permutations: each option ordering's chosen original label and probabilities (identity first); "
+        "`label` and `probabilities` are then their ensemble, the other fields the identity ordering's",
+    )
     prompt_hash: str = Field(default="", description="sha256 of the rendered first-round prompt(s); checked when a run resumes")
     duplicate_options: list[list[str]] = Field(
         default_factory=list, description="labels of options with the same text (the question is kept and flagged)"
@@ -122,6 +129,7 @@ class RunFingerprint(BaseModel):
     verification_tokens: int | None = None
     voc_version: str = ""
     chunk_size: int | None = Field(default=None, description="questions per strategy call (batch composition)")
+    permutations: int = Field(default=1, description="option orderings asked per question (1: the given order only)")
 
     def differences(self, other: RunFingerprint) -> list[str]:
         """Names of the fields that differ, e.g. ['params', 'templates_hash']."""

@@ -81,6 +81,9 @@ class BenchConfig(BaseModel):
     final_rule: str = "combined"
     choose_prompt: str = Field(default="full", description="voc: what its choice round shows (full or compact)")
     verification_tokens: int | None = Field(default=None, ge=1, description="voc: the budget of each verification (None: max_tokens)")
+    permutations: int = Field(
+        default=1, ge=1, description="ask each question under this many option orderings and report the ensemble (1: given order)"
+    )
     templates: str | None = None
     skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
@@ -178,6 +181,7 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         verification_tokens=config.verification_tokens,
         voc_version=voc.__version__,
         chunk_size=config.chunk_size,
+        permutations=config.permutations,
     )
 
 
@@ -225,6 +229,7 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         probabilities=answer.probabilities,
         choice_logprobs=answer.choice_logprobs,
         rounds=answer.rounds,
+        orderings=answer.orderings,
         verifications={
             k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()
         },
@@ -480,6 +485,7 @@ def run_bench(
             "final_rule": config.final_rule,
             "choose_prompt": config.choose_prompt,
             "verification_tokens": config.verification_tokens,
+            "permutations": config.permutations,
         }
         runners = {
             s: VoC(engine=shared, strategy=s, params=config.params(), templates=config.templates, **voc_options) for s in config.strategies
