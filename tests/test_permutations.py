@@ -183,3 +183,50 @@ def test_a_model_that_answers_by_content_never_flips_and_every_ordering_maps_bac
 def test_one_ordering_is_the_plain_strategy() -> None:
     plain = VoC(engine=PositionEngine(), strategy="direct").answer(ORGANS)
     assert plain.orderings == [] and plain.label == "A"
+
+
+# --- voc bench --permutations on the tiny model -------------------------------------------------------------------
+
+
+def test_bench_with_permutations_records_every_ordering_resumes_and_reports(tmp_path, tiny_model_dir, tiny_engine, data_root) -> None:
+    import json
+
+    from voc.bench import BenchConfig, BenchError, run_bench
+    from voc.bench.records import RunFolder
+
+    settings = dict(
+        model=str(tiny_model_dir), datasets=["pubmedqa"], strategies=["direct", "voc"], limit=3, max_tokens=2, out=str(tmp_path / "run")
+    )
+    outcome = run_bench(BenchConfig(**settings, permutations=3), engine=tiny_engine, progress=False)  # type: ignore[arg-type]
+    assert (outcome.computed, outcome.errors) == (6, 0)
+    records = RunFolder(tmp_path / "run").records.load()
+    for r in records:
+        assert [o.order for o in r.orderings] == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+        assert all(set(o.probabilities) == {"A", "B", "C"} and o.label in "ABC" for o in r.orderings)
+        mean = {lab: sum(o.probabilities[lab] for o in r.orderings) / 3 for lab in "ABC"}
+        assert r.probabilities == pytest.approx(mean) and r.label == max("ABC", key=lambda lab: mean[lab])
+        if r.strategy == "voc":  # the identity ordering's verifications, all of them with a verdict
+            assert set(r.verifications) == {"A", "B", "C"} and all(v.verdict_probability is not None for v in r.verifications.values())
+    assert json.loads((tmp_path / "run" / "fingerprint.json").read_text())["permutations"] == 3
+    again = run_bench(BenchConfig(**settings, permutations=3), engine=tiny_engine, progress=False)  # type: ignore[arg-type]
+    assert (again.computed, again.reused) == (0, 6)  # nothing recomputed on resume
+    with pytest.raises(BenchError, match="permutations"):
+        run_bench(BenchConfig(**settings, permutations=2), engine=tiny_engine, progress=False)  # type: ignore[arg-type]
+    for name in ("reliability_pubmedqa.png", "coverage_pubmedqa.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Option order" in report and "CircularEval" in report and "3 option orderings per question" in report
+    assert "## Calibration and selective answering" in report and "| pubmedqa | voc verdicts | 9 |" in report
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    direct = next(r for r in results["results"] if r["strategy"] == "direct")
+    assert direct["order"]["orderings"] == 3 and 0 <= direct["order"]["flip_rate"] <= 1
+    assert direct["calibration"]["ece"] is not None and direct["verdict_calibration"] is None
+
+
+def test_a_bad_number_of_orderings_on_the_command_line_is_one_line(tmp_path, capsys) -> None:
+    from voc.cli import main
+
+    assert main(["bench", "--permutations", "0", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "permutations" in err and "1" in err
+    assert not (tmp_path / "run").exists()

@@ -178,7 +178,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             acc = "–" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
             ci_text = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
             head = f"  {r['group']:<14} {r['strategy']:<7} N={r['n']:<5}"
-            print(f"{head} accuracy {acc}{ci_text}  errors {r['errors']}  wall {r['wall_seconds']:.1f}s")
+            ece = (r.get("calibration") or {}).get("ece")
+            extra = f"  ECE {ece:.3f}" if ece is not None else ""
+            if r.get("order"):
+                order = r["order"]
+                pcts = [
+                    f"{100 * order[k]:.1f}%" if order[k] is not None else "–"
+                    for k in ("identity_accuracy", "circular_accuracy", "flip_rate")
+                ]
+                extra += f"  identity {pcts[0]}  CircularEval {pcts[1]}  flip rate {pcts[2]}"
+            print(f"{head} accuracy {acc}{ci_text}{extra}  errors {r['errors']}  wall {r['wall_seconds']:.1f}s")
     if outcome.errors:
         print(
             f"voc: {outcome.errors} question(s) failed and were recorded as errors; re-run the same command to retry them", file=sys.stderr
