@@ -13,6 +13,7 @@ from typing import Any
 from voc.engines import Engine, SamplingParams, make_engine
 from voc.permutations import answer_permuted, check_permutations
 from voc.prompts import Templates
+from voc.selfconsistency import check_samples
 from voc.strategies import ChoosePrompt, FinalRule, Strategy, make_strategy
 from voc.types import Answer, Question
 
@@ -36,6 +37,10 @@ class VoC:
     `permutations`: ask each question under this many orderings of its options (the identity, then cyclic shifts, then
     shuffles seeded by `params.seed`; at most all n! of them) and answer with the mean of their probabilities mapped back
     to the original options; `Answer.orderings` holds each ordering's answer. 1 (default) asks the given order only.
+    `samples`: self-consistency paths per question (cot: sampled reasonings; voc: sampled verifications of every option),
+    drawn in one engine call with `params.n`; needs `params.temperature` above 0. The answer is the mean of the paths'
+    probabilities; `Answer.majority` is their majority vote and `Answer.samples` holds each path. `direct` generates
+    nothing, so it ignores it (its one answer is what N identical paths would give). Default: `params.n` (1).
     Other keyword arguments go to the engine (device, dtype, batch_size, trust_remote_code, ...).
     """
 
@@ -51,9 +56,12 @@ class VoC:
         verification_tokens: int | None = None,
         templates: str | os.PathLike[str] | None = None,
         permutations: int = 1,
+        samples: int | None = None,
         **engine_options: Any,
     ) -> None:
         self.permutations = check_permutations(permutations)
+        params = with_samples(params or SamplingParams(), samples)
+        self.samples = params.n
         self.templates = Templates(templates)
         self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule, choose_prompt, verification_tokens)
         if isinstance(engine, Engine):
@@ -98,3 +106,18 @@ class VoC:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def with_samples(params: SamplingParams, samples: int | None) -> SamplingParams:
+    """`params` drawing `samples` paths per prompt (`params.n`); one-line errors for a bad number, a disagreement with
+    `params.n`, or several paths without a temperature."""
+    if samples is None:
+        return params
+    check_samples(samples)
+    if params.n not in (1, samples):
+        raise ValueError(f"samples={samples} and params.n={params.n} disagree; give the number of paths once")
+    if samples > 1 and params.temperature == 0:
+        raise ValueError(
+            f"samples={samples} needs a temperature above 0, e.g. params=SamplingParams(temperature=0.7); greedy paths are all the same"
+        )
+    return SamplingParams(**{**params.model_dump(), "n": samples})

@@ -18,7 +18,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from voc.types import Answer, OrderingAnswer, Question
+from voc.selfconsistency import majority_vote
+from voc.types import Answer, OrderingAnswer, Question, SampleAnswer
 
 T = TypeVar("T")
 Order = tuple[int, ...]
@@ -91,17 +92,27 @@ def ensemble(question: Question, orders: Sequence[Sequence[int]], answers: Seque
     """One answer from the answers to each ordering of `question` (the first ordering must be the identity): the mean of
     the probabilities mapped back to the original options; the most probable wins (ties go to the earlier option).
     Each ordering's chosen original label and probabilities go in `orderings`; the identity's verifications,
-    completions and label scores are kept; token counts are summed."""
+    completions, label scores and paths are kept; token counts are summed. With self-consistency paths, each ordering's
+    paths are mapped back too, and `majority` is the vote of all orderings' paths."""
     if len(orders) != len(answers) or not answers:
         raise ValueError(f"{len(orders)} orderings but {len(answers)} answers for question {question.id}")
     if tuple(orders[0]) != tuple(range(len(question.options))):
         raise ValueError("the first ordering must be the identity (the question as given)")
     per = [
-        OrderingAnswer(order=list(o), label=original_label(question, o, a.label), probabilities=map_back(question, o, a.probabilities))
+        OrderingAnswer(
+            order=list(o),
+            label=original_label(question, o, a.label),
+            probabilities=map_back(question, o, a.probabilities),
+            samples=[
+                SampleAnswer(label=original_label(question, o, s.label), probabilities=map_back(question, o, s.probabilities))
+                for s in a.samples
+            ],
+        )
         for o, a in zip(orders, answers, strict=True)
     ]
     probabilities = {label: sum(p.probabilities[label] for p in per) / len(per) for label in question.labels}
     label = max(question.labels, key=lambda lab: probabilities[lab])
+    votes = [s.label for p in per for s in p.samples]  # with self-consistency paths: every ordering's paths vote
     return answers[0].model_copy(
         update={
             "question_id": question.id,
@@ -109,6 +120,7 @@ def ensemble(question: Question, orders: Sequence[Sequence[int]], answers: Seque
             "choice": question.options[label],
             "probabilities": probabilities,
             "orderings": per,
+            "majority": majority_vote(question.labels, votes, probabilities) if votes else None,
             "prompt_tokens": sum(a.prompt_tokens for a in answers),
             "completion_tokens": sum(a.completion_tokens for a in answers),
             "context_truncated": any(a.context_truncated for a in answers),

@@ -60,6 +60,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="ask each question under K option orderings (identity, cyclic shifts, then seeded shuffles; at most n!) and answer with "
         "their mean probabilities; the report adds identity, ensemble and CircularEval accuracy and the flip rate (default 1)",
     )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="self-consistency: N sampled reasoning paths (cot) or verifications per option (voc) per question, with --temperature "
+        "above 0; the answer is their mean probabilities, the majority vote is reported beside it; direct ignores it (default 1)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: runs/<model>-<engine>); re-running resumes it")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf engine)")
     parser.add_argument("--chunk-size", type=int, default=32, help="questions per strategy call; results are saved after each chunk")
@@ -102,6 +110,7 @@ def config_from_args(args: argparse.Namespace):
         choose_prompt=args.choose_prompt,
         verification_tokens=args.verification_tokens,
         permutations=args.permutations,
+        samples=args.samples,
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )
@@ -187,6 +196,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     for k in ("identity_accuracy", "circular_accuracy", "flip_rate")
                 ]
                 extra += f"  identity {pcts[0]}  CircularEval {pcts[1]}  flip rate {pcts[2]}"
+            if r.get("consistency"):
+                majority = r["consistency"]["majority_accuracy"]
+                extra += f"  majority {'–' if majority is None else f'{100 * majority:.1f}%'} of {r['consistency']['samples']} paths"
             print(f"{head} accuracy {acc}{ci_text}{extra}  errors {r['errors']}  wall {r['wall_seconds']:.1f}s")
     if outcome.errors:
         print(

@@ -1,7 +1,7 @@
 """Statistics of a benchmark: accuracy with bootstrap CIs, macro-F1, confusion matrices, position bias,
 paired strategy comparisons (difference with CI, McNemar test), calibration (expected calibration error, Brier score,
 reliability bins, accuracy against coverage), option-order robustness (identity, ensemble and CircularEval accuracy,
-flip rate) and throughput.
+flip rate), self-consistency (average, majority and single-path accuracy, agreement) and throughput.
 
 Plain functions over lists; `summarise` turns a run's records into the numbers the report shows.
 """
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from voc.bench.records import ResultRecord
+from voc.selfconsistency import agreement
 
 N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
@@ -366,6 +367,49 @@ def flip_rate(chosen: Sequence[Sequence[str]]) -> float | None:
     return sum(1 for labels in chosen if len(set(labels)) > 1) / len(chosen) if chosen else None
 
 
+# --- self-consistency -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SelfConsistency:
+    """How one strategy's answers from several sampled paths compare (records of a `--samples N` run)."""
+
+    n: int  # questions answered from several paths
+    samples: int  # paths per question (the most; times the orderings when permuted)
+    average_accuracy: float | None  # the answer: the mean of the paths' probabilities
+    majority_accuracy: float | None  # the majority vote of the paths' choices
+    single_accuracy: float | None  # the first path alone (what one sampled path gives)
+    agreement: float | None  # mean share of a question's paths that chose its majority option
+    majority_vs_average: PairedComparison
+
+
+def path_choices(record: ResultRecord) -> list[str]:
+    """The options a record's paths chose: every ordering's paths when permuted (original labels), else its own."""
+    if any(o.samples for o in record.orderings):
+        return [s.label for o in record.orderings for s in o.samples]
+    return [s.label for s in record.samples]
+
+
+def self_consistency(records: Sequence[ResultRecord], seed: int = 0) -> SelfConsistency | None:
+    """Average, majority and single-path accuracy and the paths' agreement, from the paths each record keeps; None when
+    no record has several paths."""
+    usable = [r for r in records if r.ok and r.gold is not None and r.majority is not None and r.samples]
+    if not usable:
+        return None
+    average = [r.label == r.gold for r in usable]
+    majority = [r.majority == r.gold for r in usable]
+    choices = [path_choices(r) for r in usable]
+    return SelfConsistency(
+        n=len(usable),
+        samples=max(len(c) for c in choices),
+        average_accuracy=accuracy(average),
+        majority_accuracy=accuracy(majority),
+        single_accuracy=accuracy([r.samples[0].label == r.gold for r in usable]),
+        agreement=sum(agreement(c, r.majority) for c, r in zip(choices, usable, strict=True) if r.majority) / len(usable),
+        majority_vs_average=paired_comparison("majority", "average", majority, average, seed=seed),
+    )
+
+
 # --- a run's summary --------------------------------------------------------------------------------------------
 
 
@@ -394,6 +438,7 @@ class StrategyResult:
     calibration: Calibration | None = None  # of the chosen option's confidence
     verdict_calibration: Calibration | None = None  # VoC's verdict probabilities, each against "this option is gold"
     order: OrderRobustness | None = None  # --permutations runs only
+    consistency: SelfConsistency | None = None  # --samples runs only (cot, voc)
 
     @property
     def questions_per_second(self) -> float | None:
@@ -407,6 +452,8 @@ class StrategyResult:
             data["calibration"]["curve"] = thin_curve(self.calibration.curve)  # type: ignore[index]
         if self.order is not None:
             data["order"]["ensemble_vs_identity"] = comparison_to_dict(self.order.ensemble_vs_identity)  # type: ignore[index]
+        if self.consistency is not None:
+            data["consistency"]["majority_vs_average"] = comparison_to_dict(self.consistency.majority_vs_average)  # type: ignore[index]
         return data
 
 
@@ -457,6 +504,7 @@ def strategy_result(group: str, strategy: str, records: Sequence[ResultRecord], 
         calibration=answer_calibration(records),
         verdict_calibration=verdict_calibration(records),
         order=order_robustness(records, seed=seed),
+        consistency=self_consistency(records, seed=seed),
     )
 
 

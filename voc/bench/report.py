@@ -181,7 +181,8 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         + (f" (seeded label-stratified sample, limit {fp.get('limit')}, seed {fp.get('seed')})" if fp.get("limit") else " (all questions)"),
         f"- Strategies: {', '.join(run['strategies'])}; max_tokens {params.get('max_tokens')}, temperature {params.get('temperature')}, "
         f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}"
-        + (f"; {fp['permutations']} option orderings per question (answers are their ensemble)" if fp.get("permutations", 1) > 1 else ""),
+        + (f"; {fp['permutations']} option orderings per question (answers are their ensemble)" if fp.get("permutations", 1) > 1 else "")
+        + (f"; {fp['samples']} sampled paths per question for cot and voc (answers are their mean)" if fp.get("samples", 1) > 1 else ""),
         f"- Date: {run.get('started') or '?'} to {run.get('finished') or '?'} ({run['sessions']} session(s))",
     ]
     if run.get("stale_recomputed"):
@@ -261,6 +262,7 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
             ],
         )
     lines += order_section(pooled)
+    lines += consistency_section(pooled)
     lines += calibration_section(pooled)
     lines += [
         "",
@@ -368,6 +370,45 @@ def order_section(pooled: Sequence[StrategyResult]) -> list[str]:
             ]
             for r in rows
             if (o := r.order) is not None
+        ],
+    )
+    return lines
+
+
+def consistency_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """The self-consistency table of a --samples run (nothing otherwise)."""
+    rows = [r for r in pooled if r.consistency is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Self-consistency",
+        "",
+        "Each question was answered from N sampled paths (cot: N reasonings; voc: N verifications of every option; direct has no "
+        "generation and answers once). Average: the option with the highest mean of the paths' probabilities (the answer scored "
+        "everywhere else in this report). Majority: the option most paths chose (ties to the higher mean probability). One "
+        "path: the first path alone. Agreement: mean share of a question's paths that chose its majority option. Majority minus "
+        "average in points, with a 95% paired bootstrap CI and McNemar's exact p.",
+        "",
+    ]
+    lines += table(
+        ["dataset", "strategy", "N", "paths", "average", "majority", "majority - average", "95% CI", "p (exact)", "one path", "agreement"],
+        [
+            [
+                r.group,
+                r.strategy,
+                c.n,
+                c.samples,
+                pct(c.average_accuracy),
+                pct(c.majority_accuracy),
+                pct(c.majority_vs_average.difference),
+                ci_text(c.majority_vs_average.ci),
+                p_text(c.majority_vs_average.mcnemar.p_exact),
+                pct(c.single_accuracy),
+                pct(c.agreement),
+            ]
+            for r in rows
+            if (c := r.consistency) is not None
         ],
     )
     return lines

@@ -84,6 +84,9 @@ class BenchConfig(BaseModel):
     permutations: int = Field(
         default=1, ge=1, description="ask each question under this many option orderings and report the ensemble (1: given order)"
     )
+    samples: int = Field(
+        default=1, ge=1, description="self-consistency paths per question for cot and voc (needs a temperature; direct ignores it)"
+    )
     templates: str | None = None
     skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
@@ -114,6 +117,8 @@ class BenchConfig(BaseModel):
             raise BenchError(f"unknown final rule {self.final_rule!r}; use one of {', '.join(FINAL_RULES)}")
         if self.choose_prompt not in CHOOSE_PROMPTS:
             raise BenchError(f"unknown choose prompt {self.choose_prompt!r}; use one of {', '.join(CHOOSE_PROMPTS)}")
+        if self.samples > 1 and self.temperature == 0:
+            raise BenchError(f"--samples {self.samples} needs --temperature above 0 (e.g. 0.7); greedy paths are all the same")
 
     def out_dir(self) -> Path:
         """--out, else runs/<model>-<engine> (the same command always maps to the same folder, so it resumes)."""
@@ -124,7 +129,7 @@ class BenchConfig(BaseModel):
         return Path("runs") / f"{slug}-{self.engine}"
 
     def params(self) -> SamplingParams:
-        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed, n=self.samples)
 
 
 # --- planning -------------------------------------------------------------------------------------------------
@@ -174,7 +179,7 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         questions={name: questions_hash(qs) for name, qs in plan.items()},
         limit=config.limit,
         seed=config.seed,
-        params=config.params().model_dump(mode="json"),
+        params=config.params().model_dump(mode="json", exclude={"n"}),  # the number of paths is `samples`
         templates_hash=templates.source_hash(),
         final_rule=config.final_rule,
         choose_prompt=config.choose_prompt,
@@ -182,6 +187,7 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         voc_version=voc.__version__,
         chunk_size=config.chunk_size,
         permutations=config.permutations,
+        samples=config.samples,
     )
 
 
@@ -230,6 +236,9 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         choice_logprobs=answer.choice_logprobs,
         rounds=answer.rounds,
         orderings=answer.orderings,
+        samples=answer.samples,
+        majority=answer.majority,
+        fewshot=answer.fewshot,
         verifications={
             k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()
         },

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from voc.engines.base import Engine, PromptTooLongError, SamplingParams, softmax
 from voc.prompts import Templates
-from voc.types import Answer, Question
+from voc.selfconsistency import majority_vote, mean_probabilities
+from voc.types import Answer, Question, SampleAnswer
 
 CANDIDATE_ROOM = 8  # tokens kept free for a scored candidate such as " A"
 TRUNCATION_MARK = " ..."  # ends a shortened context, so the model sees that text is missing
@@ -52,6 +53,11 @@ class Strategy:
 
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
         raise NotImplementedError
+
+    def answer_from_paths(
+        self, question: Question, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any
+    ) -> Answer:
+        return answer_from_paths(question, self.name, paths, choice_logprobs, **fields)
 
     @contextmanager
     def timed(self, round_name: str) -> Any:
@@ -111,6 +117,18 @@ def cut_text(text: str, n: int) -> str | None:
 
 def label_probabilities(labels: Sequence[str], logprobs: Sequence[float]) -> dict[str, float]:
     return dict(zip(labels, softmax(logprobs), strict=True))
+
+
+def answer_from_paths(
+    question: Question, strategy: str, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any
+) -> Answer:
+    """The `Answer` from one or more self-consistency paths: one path is the answer itself (`samples` stays empty);
+    several are averaged, with their majority vote beside (voc.selfconsistency). `choice_logprobs`: the first path's."""
+    if len(paths) == 1:
+        return make_answer(question, strategy, paths[0].probabilities, choice_logprobs, **fields)
+    probabilities = mean_probabilities(question.labels, [p.probabilities for p in paths])
+    majority = majority_vote(question.labels, [p.label for p in paths], probabilities)
+    return make_answer(question, strategy, probabilities, choice_logprobs, samples=list(paths), majority=majority, **fields)
 
 
 def make_answer(

@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
 from voc.prompts import Templates
-from voc.strategies.base import CANDIDATE_ROOM, Strategy, make_answer
-from voc.types import Answer, Question, Verification
+from voc.selfconsistency import chosen
+from voc.strategies.base import CANDIDATE_ROOM, Strategy
+from voc.types import Answer, Question, SampleAnswer, Verification
 
 VERIFY = "voc_verify.jinja"
 CHOOSE = "voc_choose.jinja"
@@ -109,47 +110,69 @@ class VerificationOfChoice(Strategy):
 
         fitted = [self.fit_context(q, engine, tokens, CANDIDATE_ROOM) for q in questions]
         pairs = [(q, lab) for q, _ in fitted for lab in q.labels]
-        sizes = [len(q.labels) for q, _ in fitted]
+        n = params.n  # self-consistency paths: path j of a question is the j-th sampled verification of each of its options
 
         verify_prompts = [self.verify_prompt(q, lab) for q, lab in pairs]
         with self.timed("verify"):
-            generations = engine.generate(verify_prompts, params, desc="voc: verify")
+            generations = engine.generate(verify_prompts, params, desc="voc: verify")  # sample j of pair p at p * n + j
 
-        verdict_p: list[float | None] = [None] * len(pairs)
-        verdict_tokens = [0] * len(pairs)
+        verdict_p: list[float | None] = [None] * len(generations)
+        verdict_tokens = [0] * len(generations)
         if "verdict" in rounds:
-            requests = [self.verdict_prompt(q, lab, p, g) for (q, lab), p, g in zip(pairs, verify_prompts, generations, strict=True)]
+            requests = [self.verdict_prompt(*pairs[k // n], verify_prompts[k // n], g) for k, g in enumerate(generations)]
             with self.timed("verdict"):
                 scores = engine.score([r[0] for r in requests], [r[1] for r in requests], desc="voc: verdicts")
             verdict_p = [softmax(s.logprobs)[0] for s in scores]
             verdict_tokens = [s.prompt_tokens for s in scores]
 
-        per_question = list(zip(fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True))
-        choices: list[Any] = [None] * len(fitted)
+        # per question, per path: its options' generations, verdicts and verdict-round tokens (in option order)
+        sizes = [len(q.labels) * n for q, _ in fitted]
+        per_question = [
+            (q, truncated, by_path(gens, n), by_path(ps, n), by_path(toks, n))
+            for (q, truncated), gens, ps, toks in zip(
+                fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True
+            )
+        ]
+        choices: list[Any] = [None] * (len(fitted) * n)
         if "choose" in rounds:
             prompts = [
                 self.choose_prompt(q, [self.shown(q, lab, g, p) for lab, g, p in zip(q.labels, gens, ps, strict=True)])
-                for (q, _), gens, ps, _ in per_question
+                for q, _, path_gens, path_ps, _ in per_question
+                for gens, ps in zip(path_gens, path_ps, strict=True)
             ]
+            candidates = [self.candidates(self.choose_template, q) for q, _ in fitted for _ in range(n)]
             with self.timed("choose"):
-                choices = engine.score(prompts, [self.candidates(self.choose_template, q) for q, _ in fitted], desc="voc: choose")
+                choices = engine.score(prompts, candidates, desc="voc: choose")  # path j of question i at i * n + j
 
         answers = []
-        for ((q, truncated), gens, ps, n_verdict), choice in zip(per_question, choices, strict=True):
-            choice_p = softmax(choice.logprobs) if choice is not None else None
+        for i, (q, truncated, path_gens, path_ps, path_tokens) in enumerate(per_question):
+            paths, prompt_tokens = [], 0
+            for j, (gens, ps, n_verdict) in enumerate(zip(path_gens, path_ps, path_tokens, strict=True)):
+                choice = choices[i * n + j]
+                choice_p = softmax(choice.logprobs) if choice is not None else None
+                probabilities = dict(zip(q.labels, self.combine(choice_p, ps), strict=True))
+                paths.append(
+                    SampleAnswer(
+                        label=chosen(q.labels, probabilities),
+                        probabilities=probabilities,
+                        completions=[g.text for g in gens],
+                        verdicts={lab: p for lab, p in zip(q.labels, ps, strict=True) if p is not None},
+                    )
+                )
+                prompt_tokens += sum(g.prompt_tokens for g in gens) + sum(n_verdict) + (choice.prompt_tokens if choice is not None else 0)
+            first = choices[i * n]
             answers.append(
-                make_answer(
+                self.answer_from_paths(
                     q,
-                    self.name,
-                    dict(zip(q.labels, self.combine(choice_p, ps), strict=True)),
-                    choice.logprobs if choice is not None else (),
+                    paths,
+                    first.logprobs if first is not None else (),
                     verifications={
                         lab: Verification(label=lab, text=g.text.strip(), verdict_probability=p)
-                        for lab, g, p in zip(q.labels, gens, ps, strict=True)
+                        for lab, g, p in zip(q.labels, path_gens[0], path_ps[0], strict=True)
                     },
-                    completions=[g.text for g in gens],
-                    prompt_tokens=sum(g.prompt_tokens for g in gens) + sum(n_verdict) + (choice.prompt_tokens if choice is not None else 0),
-                    completion_tokens=sum(g.completion_tokens for g in gens),
+                    completions=[g.text for gens in path_gens for g in gens],
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=sum(g.completion_tokens for gens in path_gens for g in gens),
                     context_truncated=truncated,
                     rounds=list(rounds),
                 )
@@ -184,6 +207,12 @@ def combine(final_rule: str, choice: Sequence[float] | None, verdicts: Sequence[
     if choice is None:
         raise ValueError("the combined rule needs the choice round's probabilities")
     return softmax([math.log(max(c, 1e-300)) + math.log(max(v, 1e-300)) for c, v in zip(choice, verdict_dist, strict=True)])
+
+
+def by_path(items: Sequence[Any], n: int) -> list[list[Any]]:
+    """One question's items, option-major with n samples per option (option l, sample j at l * n + j), as n paths of one
+    item per option: path j holds the j-th sample of every option."""
+    return [list(items[j::n]) for j in range(n)]
 
 
 def split(items: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
