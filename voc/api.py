@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voc.engines import Engine, SamplingParams, make_engine
+from voc.fewshot import FewShot, FewShotPool, check_fewshot, load_pool
 from voc.permutations import answer_permuted, check_permutations
 from voc.prompts import Templates
 from voc.selfconsistency import check_samples
@@ -41,6 +42,12 @@ class VoC:
     drawn in one engine call with `params.n`; needs `params.temperature` above 0. The answer is the mean of the paths'
     probabilities; `Answer.majority` is their majority vote and `Answer.samples` holds each path. `direct` generates
     nothing, so it ignores it (its one answer is what N identical paths would give). Default: `params.n` (1).
+    `fewshot`, `fewshot_pool`: show each question with the `fewshot` most similar questions of a labelled training pool
+    (TF-IDF over the question text) as worked examples, rendered by each strategy's `example` template block. The pool:
+    a dataset name or split (`pubmedqa:train`, `medqa_train`), a data or spec file, a list of `Question`s, or a
+    `voc.fewshot.FewShotPool`. It is checked against every test split under `data_root` (default: the data root), and
+    every question answered against the pool; an overlap is a one-line `FewShotPoolError`. `Answer.fewshot` lists the
+    examples' ids.
     Other keyword arguments go to the engine (device, dtype, batch_size, trust_remote_code, ...).
     """
 
@@ -57,13 +64,19 @@ class VoC:
         templates: str | os.PathLike[str] | None = None,
         permutations: int = 1,
         samples: int | None = None,
+        fewshot: int = 0,
+        fewshot_pool: str | os.PathLike[str] | Sequence[Question] | FewShotPool | None = None,
+        data_root: str | os.PathLike[str] | None = None,
         **engine_options: Any,
     ) -> None:
         self.permutations = check_permutations(permutations)
         params = with_samples(params or SamplingParams(), samples)
         self.samples = params.n
         self.templates = Templates(templates)
-        self.strategy: Strategy = make_strategy(strategy, self.templates, params, final_rule, choose_prompt, verification_tokens)
+        self.fewshot = make_fewshot(fewshot, fewshot_pool, data_root)
+        self.strategy: Strategy = make_strategy(
+            strategy, self.templates, params, final_rule, choose_prompt, verification_tokens, self.fewshot
+        )
         if isinstance(engine, Engine):
             self.engine = engine
         else:
@@ -93,6 +106,8 @@ class VoC:
             raise TypeError(f"answer_batch takes Question objects, got {bad[0]}; build them with voc.Question(...)")
         if not questions:
             return []
+        if self.fewshot is not None:
+            self.fewshot.pool.check_disjoint(questions, "the questions asked")
         if self.permutations == 1:
             return self.strategy.run(questions, self.engine)
         seed = self.strategy.params.seed or 0
@@ -121,3 +136,18 @@ def with_samples(params: SamplingParams, samples: int | None) -> SamplingParams:
             f"samples={samples} needs a temperature above 0, e.g. params=SamplingParams(temperature=0.7); greedy paths are all the same"
         )
     return SamplingParams(**{**params.model_dump(), "n": samples})
+
+
+def make_fewshot(
+    k: int, pool: str | os.PathLike[str] | Sequence[Question] | FewShotPool | None, data_root: str | os.PathLike[str] | None = None
+) -> FewShot | None:
+    """The few-shot setting of `k` examples from `pool` (loaded and checked against the test splits), or None for k = 0;
+    one-line errors for a bad k or a missing pool."""
+    check_fewshot(k)
+    if k == 0:
+        if pool is not None:
+            raise ValueError("a few-shot pool was given without fewshot=K; give the number of examples per question")
+        return None
+    if pool is None:
+        raise ValueError(f"fewshot={k} needs a pool of labelled questions: fewshot_pool='pubmedqa:train', 'medqa_train' or a file")
+    return FewShot(pool if isinstance(pool, FewShotPool) else load_pool(pool, data_root), k)

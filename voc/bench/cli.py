@@ -68,6 +68,21 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="self-consistency: N sampled reasoning paths (cot) or verifications per option (voc) per question, with --temperature "
         "above 0; the answer is their mean probabilities, the majority vote is reported beside it; direct ignores it (default 1)",
     )
+    parser.add_argument(
+        "--fewshot",
+        type=int,
+        default=0,
+        metavar="K",
+        help="show each question with the K most similar questions of --fewshot-pool (TF-IDF over the question text) as worked "
+        "examples, rendered by each strategy's `example` template block (default 0: none)",
+    )
+    parser.add_argument(
+        "--fewshot-pool",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="the labelled pool of --fewshot: a dataset name or split (pubmedqa:train, medqa_train), a spec or data file; "
+        "refused when it overlaps a test split or the evaluated questions",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: runs/<model>-<engine>); re-running resumes it")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf engine)")
     parser.add_argument("--chunk-size", type=int, default=32, help="questions per strategy call; results are saved after each chunk")
@@ -111,6 +126,8 @@ def config_from_args(args: argparse.Namespace):
         verification_tokens=args.verification_tokens,
         permutations=args.permutations,
         samples=args.samples,
+        fewshot=args.fewshot,
+        fewshot_pool=args.fewshot_pool,
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )

@@ -45,6 +45,7 @@ from voc.bench.records import (
 )
 from voc.datasets import dataset_name, load_spec, resolve, stratified_sample
 from voc.engines import ENGINES, Engine, SamplingParams, make_engine
+from voc.fewshot import FewShotPool, load_pool
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
 from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
@@ -87,6 +88,10 @@ class BenchConfig(BaseModel):
     samples: int = Field(
         default=1, ge=1, description="self-consistency paths per question for cot and voc (needs a temperature; direct ignores it)"
     )
+    fewshot: int = Field(default=0, ge=0, description="worked examples per question from the few-shot pool (0: none)")
+    fewshot_pool: str | None = Field(
+        default=None, description="the few-shot pool: a dataset name or split (pubmedqa:train, medqa_train), a spec or data file"
+    )
     templates: str | None = None
     skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
@@ -117,6 +122,10 @@ class BenchConfig(BaseModel):
             raise BenchError(f"unknown final rule {self.final_rule!r}; use one of {', '.join(FINAL_RULES)}")
         if self.choose_prompt not in CHOOSE_PROMPTS:
             raise BenchError(f"unknown choose prompt {self.choose_prompt!r}; use one of {', '.join(CHOOSE_PROMPTS)}")
+        if self.fewshot and not self.fewshot_pool:
+            raise BenchError(f"--fewshot {self.fewshot} needs --fewshot-pool, a labelled training set (pubmedqa:train, medqa_train)")
+        if self.fewshot_pool and not self.fewshot:
+            raise BenchError("--fewshot-pool needs --fewshot K, the number of worked examples per question")
         if self.samples > 1 and self.temperature == 0:
             raise BenchError(f"--samples {self.samples} needs --temperature above 0 (e.g. 0.7); greedy paths are all the same")
 
@@ -168,8 +177,22 @@ def model_identity(config: BenchConfig) -> str:
     return model_fingerprint(resolve_model(config.model))
 
 
-def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, list[Question]]) -> RunFingerprint:
-    """The fingerprint of a run: model content, engine, questions, sampling, templates, voc version, chunk size."""
+def load_fewshot_pool(config: BenchConfig, plan: dict[str, list[Question]]) -> FewShotPool | None:
+    """The few-shot pool of the run (None without --fewshot), checked against every test split under the data root and
+    against every planned question: an overlap is a one-line error before any model work."""
+    if not config.fewshot:
+        return None
+    pool = load_pool(config.fewshot_pool or "", root=config.data_root)
+    for name, questions in plan.items():
+        pool.check_disjoint(questions, name)
+    return pool
+
+
+def make_fingerprint(
+    config: BenchConfig, templates: Templates, plan: dict[str, list[Question]], pool: FewShotPool | None = None
+) -> RunFingerprint:
+    """The fingerprint of a run: model content, engine, questions, sampling, templates, voc version, chunk size, and the
+    strategy options (permutations, samples, few-shot examples and the pool's content)."""
     options = {k: v for k, v in sorted(config.engine_options.items()) if v is not None and not SECRET_OPTIONS.search(k)}
     return RunFingerprint(
         model=model_identity(config),
@@ -188,6 +211,9 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         chunk_size=config.chunk_size,
         permutations=config.permutations,
         samples=config.samples,
+        fewshot=config.fewshot,
+        fewshot_pool=config.fewshot_pool if pool is not None else None,
+        fewshot_pool_hash=pool.identity if pool is not None else None,
     )
 
 
@@ -462,7 +488,8 @@ def run_bench(
     config.check()
     templates = Templates(config.templates)
     plan = plan_questions(config)
-    fingerprint = make_fingerprint(config, templates, plan)
+    pool = load_fewshot_pool(config, plan)
+    fingerprint = make_fingerprint(config, templates, plan, pool)
     folder = RunFolder(config.out_dir())
     folder.claim(fingerprint, force=config.force)
     earlier = folder.records.load()
@@ -495,6 +522,8 @@ def run_bench(
             "choose_prompt": config.choose_prompt,
             "verification_tokens": config.verification_tokens,
             "permutations": config.permutations,
+            "fewshot": config.fewshot,
+            "fewshot_pool": pool,
         }
         runners = {
             s: VoC(engine=shared, strategy=s, params=config.params(), templates=config.templates, **voc_options) for s in config.strategies

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from voc.engines.base import ChatPrompt, Continuation, Engine
+from voc.fewshot import explanation_of
 from voc.selfconsistency import chosen
-from voc.strategies.base import CANDIDATE_ROOM, Strategy, label_probabilities
+from voc.strategies.base import CANDIDATE_ROOM, Strategy, gold_of, label_probabilities
 from voc.types import Answer, Question, SampleAnswer
 
 TEMPLATE = "cot.jinja"
+TARGET = "cot_target.jinja"  # the reasoning a worked example shows (also fine-tuning's target)
 
 
 class ChainOfThought(Strategy):
@@ -17,7 +20,23 @@ class ChainOfThought(Strategy):
     template_files = (TEMPLATE,)
 
     def reasoning_prompt(self, question: Question) -> ChatPrompt:
-        return self.templates.chat(TEMPLATE, self.templates.block(TEMPLATE, "reasoning_prefix", question=question), question=question)
+        return self.templates.chat(
+            TEMPLATE,
+            self.templates.block(TEMPLATE, "reasoning_prefix", question=question),
+            question=question,
+            examples=self.examples(question, TEMPLATE),
+        )
+
+    def example_fields(self, example: Question, template: str) -> dict[str, Any]:
+        """A worked example's reasoning (the reasoning prefix, then cot_target.jinja's reasoning from the gold answer) and
+        its answer (the answer prefix and the gold label), as the strategy continues a generated reasoning."""
+        reasoning = self.templates.block(
+            TARGET, "reasoning", question=example, gold=gold_of(example), explanation=explanation_of(example)
+        )
+        return {
+            "reasoning": self.templates.block(TEMPLATE, "reasoning_prefix", question=example) + reasoning.rstrip(),
+            "answer": self.templates.block(TEMPLATE, "answer_prefix") + self.gold_candidate(TEMPLATE, example),
+        }
 
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
         """Reason (`params.n` sampled paths per question, one engine call), then score the labels after each reasoning

@@ -25,12 +25,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
+from voc.fewshot import FewShot, explanation_of
 from voc.prompts import Templates
 from voc.selfconsistency import chosen
-from voc.strategies.base import CANDIDATE_ROOM, Strategy
+from voc.strategies.base import CANDIDATE_ROOM, Strategy, gold_of
 from voc.types import Answer, Question, SampleAnswer, Verification
 
 VERIFY = "voc_verify.jinja"
+VERIFY_TARGET = "voc_verify_target.jinja"  # the verifications a worked example shows (also fine-tuning's targets)
 CHOOSE = "voc_choose.jinja"
 CHOOSE_TEMPLATES = {"full": CHOOSE, "compact": "voc_choose_compact.jinja"}
 FinalRule = Literal["choice", "verdicts", "combined"]
@@ -50,6 +52,7 @@ class VerificationOfChoice(Strategy):
         final_rule: FinalRule = "combined",
         choose_prompt: ChoosePrompt = "full",
         verification_tokens: int | None = None,
+        fewshot: FewShot | None = None,
     ) -> None:
         if verification_tokens is not None and verification_tokens < 1:
             raise ValueError(f"verification_tokens must be at least 1, got {verification_tokens}")
@@ -62,7 +65,7 @@ class VerificationOfChoice(Strategy):
         self.choose_prompt_style = choose_prompt
         self.choose_template = CHOOSE_TEMPLATES[choose_prompt]
         self.template_files = (VERIFY, self.choose_template)
-        super().__init__(templates, params)
+        super().__init__(templates, params, fewshot)
 
     @property
     def rounds(self) -> tuple[str, ...]:
@@ -74,12 +77,33 @@ class VerificationOfChoice(Strategy):
     def verify_prompt(self, question: Question, label: str) -> ChatPrompt:
         option = {"label": label, "text": question.options[label]}
         prefix = self.templates.block(VERIFY, "verification_prefix", question=question, option=option)
-        return self.templates.chat(VERIFY, prefix, question=question, option=option)
+        return self.templates.chat(VERIFY, prefix, question=question, option=option, examples=self.examples(question, VERIFY))
 
     def choose_prompt(self, question: Question, verifications: Sequence[dict[str, Any]]) -> ChatPrompt:
         """The choice round's prompt; `verifications`: per option its label, option_text, text and verdict_probability."""
-        prefix = self.templates.block(self.choose_template, "answer_prefix", question=question)
-        return self.templates.chat(self.choose_template, prefix, question=question, verifications=verifications)
+        template = self.choose_template
+        prefix = self.templates.block(template, "answer_prefix", question=question)
+        return self.templates.chat(
+            template, prefix, question=question, verifications=verifications, examples=self.examples(question, template)
+        )
+
+    def example_fields(self, example: Question, template: str) -> dict[str, Any]:
+        """A worked example: a verification of every option built from the gold answer by voc_verify_target.jinja (as
+        fine-tuning builds its targets) after the verification prefix, its verdict (the verdict prefix and the true or
+        false verdict, as the strategy scores it), and the answer (the choose prompt's answer prefix and the gold label)."""
+        gold, explanation = gold_of(example), explanation_of(example)
+        verifications = []
+        for label, text in example.options.items():
+            option, correct = {"label": label, "text": text}, label == example.gold
+            target = self.templates.block(
+                VERIFY_TARGET, "verification", question=example, option=option, gold=gold, correct=correct, explanation=explanation
+            )
+            prefix = self.templates.block(VERIFY, "verification_prefix", question=example, option=option)
+            verdict = self.templates.block(VERIFY, "verdict_prefix", question=example, option=option)
+            verdict += self.templates.block(VERIFY, "verdict_true" if correct else "verdict_false", option=option)
+            verifications.append({"label": label, "option_text": text, "text": (prefix + target).strip(), "verdict": verdict.strip()})
+        answer = self.templates.block(self.choose_template, "answer_prefix", question=example)
+        return {"verifications": verifications, "answer": answer + self.gold_candidate(self.choose_template, example)}
 
     def verdict_prompt(self, question: Question, label: str, prompt: ChatPrompt, generation: Any) -> tuple[Continuation, list[str]]:
         """The verdict prefix after the verification's own tokens, and the two verdict candidates (true first)."""
