@@ -231,4 +231,4 @@ def test_bench_with_fewshot_records_the_examples_resumes_and_fingerprints_the_po
     assert (again.computed, again.reused) == (0, 4)
     with pytest.raises(BenchError, match="fewshot"):
         run_bench(BenchConfig(**settings, fewshot=2), engine=tiny_engine, progress=False)  # type: ignore[arg-type]
-    assert "1 worked examples per question from `pubmedqa:train`" in (tmp_path / "run" / "report.md").read_text()
+    assert "1 worked example(s) per question from `pubmedqa:train`" in (tmp_path / "run" / "report.md").read_text()

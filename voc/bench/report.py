@@ -183,7 +183,7 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}"
         + (f"; {fp['permutations']} option orderings per question (answers are their ensemble)" if fp.get("permutations", 1) > 1 else "")
         + (f"; {fp['samples']} sampled paths per question for cot and voc (answers are their mean)" if fp.get("samples", 1) > 1 else "")
-        + (f"; {fp['fewshot']} worked examples per question from `{fp.get('fewshot_pool')}`" if fp.get("fewshot", 0) else ""),
+        + (f"; {fp['fewshot']} worked example(s) per question from `{fp.get('fewshot_pool')}`" if fp.get("fewshot", 0) else ""),
         f"- Date: {run.get('started') or '?'} to {run.get('finished') or '?'} ({run['sessions']} session(s))",
     ]
     if run.get("stale_recomputed"):
