@@ -161,6 +161,8 @@ class LeakageIndex:
     n_sentences: int = 0  # abstract sentences indexed
     missing: dict[str, str] = field(default_factory=dict)  # split -> why it could not be read
     seconds: float = 0.0
+    pmid_split: str = "pubmedqa"  # what the PMIDs belong to: PubMedQA's test split, or the questions of `question_index`
+    item: str = "test question"  # what an indexed question is called in messages
 
     # -- records -------------------------------------------------------------------------------------------------
 
@@ -168,7 +170,8 @@ class LeakageIndex:
         """Whether a labelled training question is (or contains) a test item; None when it is clean."""
         pmid = _pmid_of(question)
         if pmid is not None and pmid in self.pmids:
-            return Match(TestRef("pubmedqa", pmid), f"PMID {pmid} is in PubMedQA's test split")
+            where = "PubMedQA's test split" if self.pmid_split == "pubmedqa" else self.pmid_split
+            return Match(TestRef(self.pmid_split, pmid), f"PMID {pmid} is in {where}")
         options = frozenset(normalise(text) for text in question.options.values())
         tests = self.questions.get(normalise(question.question), ())
         matched = [(t, len(t.options & options)) for t in tests]
@@ -178,7 +181,7 @@ class LeakageIndex:
             test, shared = matched[0]
             how = "" if test.lone else f" with {shared} of its {len(test.options)} options"
             also = tuple(sorted({t.ref.split for t, _ in matched} - {test.ref.split}))
-            return Match(test.ref, f"the question text equals {test.ref.split} test question {test.ref.id}{how}", also)
+            return Match(test.ref, f"the question text equals {test.ref.split} {self.item} {test.ref.id}{how}", also)
         explanation = next((question.metadata.get(k) for k in ("long_answer", "explanation", "exp")
                             if isinstance(question.metadata.get(k), str)), None)
         parts = [question.question, *question.options.values(), question.context or "", explanation or ""]
@@ -206,7 +209,7 @@ class LeakageIndex:
                             continue
                         ref = piece.refs[0]
                         how = "" if not piece.needed else " with its options"
-                        return Match(ref, f"it contains {ref.split} test question {ref.id}{how}",
+                        return Match(ref, f"it contains {ref.split} {self.item} {ref.id}{how}",
                                      tuple(r.split for r in piece.refs[1:]), i)
                     pmid = piece.refs[0].id
                     found.setdefault(pmid, {}).setdefault(id(piece), (piece, i))
@@ -362,6 +365,13 @@ def _add_mcq(index: LeakageIndex, split: str, file: Path, stems: dict[tuple[str,
                 options = row.get("options")
                 texts = [str(v) for v in (options.values() if isinstance(options, dict) else options or [])]
                 items.append((f"{split}-line{line}", row["question"], texts))
+    _add_items(index, split, items, stems)
+
+
+def _add_items(
+    index: LeakageIndex, split: str, items: list[tuple[str, str, list[str]]], stems: dict[tuple[str, ...], list[_Piece]]
+) -> None:
+    """Index questions given as (id, stem, option texts) under `split`."""
     counts = Counter(normalise(stem) for _, stem, _ in items)
     for qid, stem, options in items:
         key = normalise(stem)
@@ -375,6 +385,22 @@ def _add_mcq(index: LeakageIndex, split: str, file: Path, stems: dict[tuple[str,
         piece = _Piece(tokens, (ref,), "question") if lone else _Piece(tokens, (ref,), "question", joined, _needed(len(joined)))
         stems.setdefault(tokens, []).append(piece)
     index.sizes[split] = len(items)
+
+
+def question_index(questions: Sequence[Question], split: str) -> LeakageIndex:
+    """An index of the given questions under the name `split`, checked like a test split (their PMIDs, and their stems
+    with their options), e.g. to keep a few-shot pool apart from the questions it is used on."""
+    clock = time.perf_counter()
+    index = LeakageIndex(None, pmid_split=split, item="question")
+    index.pmids = frozenset(pmid for q in questions if (pmid := _pmid_of(q)) is not None)
+    stems: dict[tuple[str, ...], list[_Piece]] = {}
+    _add_items(index, split, [(q.id, q.question, list(q.options.values())) for q in questions], stems)
+    for pieces in stems.values():
+        for piece in _merge_lone(pieces):
+            _anchor(index, piece)
+    index.anchor_lengths = {first: tuple(sorted(lengths)) for first, lengths in _lengths(index.anchors).items()}
+    index.seconds = time.perf_counter() - clock
+    return index
 
 
 def _merge_lone(pieces: list[_Piece]) -> list[_Piece]:
@@ -408,6 +434,11 @@ class Guard:
     mode: LeakageMode = "refuse"
     dropped: int = 0
     by_split: Counter[str] = field(default_factory=Counter)
+    matches: str = "test splits"  # what a match is a match of, in messages
+    refusal: str = (
+        "training on test data is refused: "
+        "remove those records, or set `leakage: filter` on this source (or the whole config) to drop and count them"
+    )
 
     def screen(
         self, records: Sequence[T], match: Callable[[T], Match | None], source: str, where: Callable[[int, T, Match], str]
@@ -430,12 +461,9 @@ class Guard:
         splits = Counter(m.ref.split for _, _, m in leaks)
         position, record, first = leaks[0]
         location = where(position, record, first)
-        share = f"{len(leaks)} of {len(records)} records of {source} match test splits ({_counts(splits)})"
+        share = f"{len(leaks)} of {len(records)} records of {source} match {self.matches} ({_counts(splits)})"
         if self.mode == "refuse":
-            raise TestSplitError(
-                f"{location}: {first.describe()}; {share}; training on test data is refused: "
-                "remove those records, or set `leakage: filter` on this source (or the whole config) to drop and count them"
-            )
+            raise TestSplitError(f"{location}: {first.describe()}; {share}; {self.refusal}")
         self.dropped += len(leaks)
         self.by_split.update(splits)
         log.warning(f"leakage: dropped {share}; first: {location}: {first.describe()}")

@@ -235,6 +235,8 @@ def test_a_run_writes_complete_records_and_a_report(base_run: Path, data_root: P
         "accuracy_mmlu_subjects.png",
         "confusion_pubmedqa.png",
         "confusion_mmlu_medical.png",
+        "reliability_pubmedqa.png",
+        "coverage_mmlu_medical.png",
     ):
         assert (base_run / name).is_file(), name
     rows = lines_of(base_run)
@@ -264,6 +266,8 @@ def test_a_run_writes_complete_records_and_a_report(base_run: Path, data_root: P
     assert len(results["comparisons"]["pubmedqa"]) == 3  # direct-cot, direct-voc, cot-voc
     report = (base_run / "report.md").read_text()
     assert "published, not measured here" in report and "AntGLM-Med-10B" in report and "McNemar" in report
+    assert "## Calibration and selective answering" in report and "| pubmedqa | voc verdicts | 12 |" in report
+    assert "## Option order" not in report and all(r["order"] is None for r in results["results"])  # asked once
 
 
 def test_resume_computes_only_what_is_missing(run_copy: Path, tiny_model_dir: Path, tiny_engine: Engine) -> None:

@@ -80,6 +80,15 @@ def test_strategies_choose_like_transformers(strategy, engine: OpenAIEngine, tin
         assert got.probabilities == pytest.approx(want.probabilities, abs=TOLERANCE)
 
 
+def test_samples_are_one_request_with_n_and_repeat_with_their_seed(engine: OpenAIEngine, questions) -> None:
+    prompts = [make_strategy("cot").reasoning_prompt(q) for q in questions[:2]]
+    sampled = SamplingParams(max_tokens=8, temperature=1.0, seed=5, n=3)
+    first = engine.generate(prompts, sampled)
+    assert len(first) == 6 and len({g.text for g in first[:3]}) > 1 and all(g.token_ids for g in first)
+    assert [g.text for g in engine.generate(prompts, sampled)] == [g.text for g in first]
+    assert [g.text for g in engine.generate(prompts, sampled.model_copy(update={"seed": 6}))] != [g.text for g in first]
+
+
 def test_server_reports_prefix_cache_hits(engine: OpenAIEngine, questions) -> None:
     before = dict(engine.stats.extra)
     make_strategy("voc", params=PARAMS).run(questions, engine)

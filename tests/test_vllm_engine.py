@@ -140,6 +140,25 @@ def test_generate_honours_stop_max_tokens_and_seed(vllm_fp32, questions) -> None
     assert first[0].text != first[1].text  # each prompt of a batch gets its own seed
 
 
+def test_samples_are_one_request_with_n_seeded_per_sample(vllm_fp32, questions) -> None:
+    """`n` goes to vLLM as one request per prompt (its children are seeded seed + j): sample j of prompt i gets seed
+    seed + i * n + j, so a prompt asked alone with the seed of its place gives the same paths; a cot run with samples
+    repeats exactly."""
+    from voc.engines.base import sample_seed
+
+    prompts = [make_strategy("cot").reasoning_prompt(q) for q in questions[:2]]
+    sampled = SamplingParams(max_tokens=8, temperature=1.0, seed=5, n=3)
+    first = vllm_fp32.generate(prompts, sampled)
+    assert len(first) == 6 and len({g.text for g in first[:3]}) > 1
+    assert [g.text for g in vllm_fp32.generate(prompts, sampled)] == [g.text for g in first]
+    alone = vllm_fp32.generate(prompts[1:], sampled.model_copy(update={"seed": sample_seed(5, 1, 3)}))
+    assert [g.text for g in alone] == [g.text for g in first[3:]]
+    voc = VoC(engine=vllm_fp32, strategy="cot", samples=2, params=SamplingParams(max_tokens=8, temperature=1.0, seed=5))
+    answers = voc.answer_batch(questions[:2])
+    assert all(len(a.samples) == 2 and a.majority in a.probabilities for a in answers)
+    assert [a.model_dump() for a in voc.answer_batch(questions[:2])] == [a.model_dump() for a in answers]
+
+
 def test_too_long_prompt_is_refused(vllm_fp32, questions) -> None:
     prompt = make_strategy("cot").reasoning_prompt(questions[0])
     with pytest.raises(PromptTooLongError, match="exceeds the model's 2048-token window"):

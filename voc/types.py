@@ -160,8 +160,39 @@ class Verification(BaseModel):
     )
 
 
+class SampleAnswer(BaseModel):
+    """One self-consistency path (`VoC(samples=N)`): what was chosen after one sampled reasoning (cot) or one sampled
+    verification of every option (voc)."""
+
+    label: str = Field(description="the option this path chose (its most probable label)")
+    probabilities: dict[str, float] = Field(description="this path's probabilities of the option labels")
+    completions: list[str] = Field(default_factory=list, description="the path's generated texts (cot: a reasoning; voc: one per option)")
+    verdicts: dict[str, float] = Field(default_factory=dict, description="voc: this path's verdict probability per option, when computed")
+
+
+class OrderingAnswer(BaseModel):
+    """The answer under one ordering of the options (see voc.permutations), in terms of the ORIGINAL options."""
+
+    order: list[int] = Field(description="position j showed original option order[j] (0-based indices)")
+    label: str = Field(description="the original label of the option chosen under this ordering")
+    probabilities: dict[str, float] = Field(description="this ordering's probabilities, keyed by the original labels")
+    samples: list[SampleAnswer] = Field(
+        default_factory=list, description="with samples: each path's choice and probabilities here (original labels; no texts)",
+    )
+
+
 class Answer(BaseModel):
-    """The toolkit's answer to one `Question`."""
+    """The toolkit's answer to one `Question`.
+
+    Asked under several option orderings (`VoC(permutations=K)`), `label` and `probabilities` are the ensemble (the
+    mean over orderings, by original option), `orderings` holds each ordering's answer, the other fields are those of
+    the identity ordering (the question as given), and the token counts are summed over orderings.
+
+    With several self-consistency paths (`VoC(samples=N)`, cot and voc), `probabilities` are the mean of the paths'
+    probabilities and `label` their most probable option; `majority` is the majority vote of the paths' choices (over all
+    orderings' paths when permuted), `samples` holds each path, `completions` every path's texts (path after path), and
+    `verifications` and `choice_logprobs` are the first path's.
+    """
 
     question_id: str
     strategy: str
@@ -175,6 +206,10 @@ class Answer(BaseModel):
     completion_tokens: int = 0
     context_truncated: bool = Field(default=False, description="the context was shortened to fit the model")
     rounds: list[str] = Field(default_factory=list, description="the strategy rounds computed for this answer, in order")
+    orderings: list[OrderingAnswer] = Field(default_factory=list, description="one per option ordering asked; empty when asked once")
+    samples: list[SampleAnswer] = Field(default_factory=list, description="one per self-consistency path; empty with one path")
+    majority: str | None = Field(default=None, description="the majority vote of the paths' choices; None with one path")
+    fewshot: list[str] = Field(default_factory=list, description="ids of the pool questions shown as worked examples (few-shot)")
     gold: str | None = None
 
     @property

@@ -52,6 +52,37 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="per dataset: a seeded random sample of N questions, stratified by gold label"
     )
+    parser.add_argument(
+        "--permutations",
+        type=int,
+        default=1,
+        metavar="K",
+        help="ask each question under K option orderings (identity, cyclic shifts, then seeded shuffles; at most n!) and answer with "
+        "their mean probabilities; the report adds identity, ensemble and CircularEval accuracy and the flip rate (default 1)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="self-consistency: N sampled reasoning paths (cot) or verifications per option (voc) per question, with --temperature "
+        "above 0; the answer is their mean probabilities, the majority vote is reported beside it; direct ignores it (default 1)",
+    )
+    parser.add_argument(
+        "--fewshot",
+        type=int,
+        default=0,
+        metavar="K",
+        help="show each question with the K most similar questions of --fewshot-pool (TF-IDF over the question text) as worked "
+        "examples, rendered by each strategy's `example` template block (default 0: none)",
+    )
+    parser.add_argument(
+        "--fewshot-pool",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="the labelled pool of --fewshot: a dataset name or split (pubmedqa:train, medqa_train), a spec or data file; "
+        "refused when it overlaps a test split or the evaluated questions",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: runs/<model>-<engine>); re-running resumes it")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf engine)")
     parser.add_argument("--chunk-size", type=int, default=32, help="questions per strategy call; results are saved after each chunk")
@@ -93,6 +124,10 @@ def config_from_args(args: argparse.Namespace):
         final_rule=args.final_rule,
         choose_prompt=args.choose_prompt,
         verification_tokens=args.verification_tokens,
+        permutations=args.permutations,
+        samples=args.samples,
+        fewshot=args.fewshot,
+        fewshot_pool=args.fewshot_pool,
         templates=args.templates,
         skip_invalid=args.skip_invalid,
     )
@@ -169,7 +204,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
             acc = "–" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
             ci_text = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
             head = f"  {r['group']:<14} {r['strategy']:<7} N={r['n']:<5}"
-            print(f"{head} accuracy {acc}{ci_text}  errors {r['errors']}  wall {r['wall_seconds']:.1f}s")
+            ece = (r.get("calibration") or {}).get("ece")
+            extra = f"  ECE {ece:.3f}" if ece is not None else ""
+            if r.get("order"):
+                order = r["order"]
+                pcts = [
+                    f"{100 * order[k]:.1f}%" if order[k] is not None else "–"
+                    for k in ("identity_accuracy", "circular_accuracy", "flip_rate")
+                ]
+                extra += f"  identity {pcts[0]}  CircularEval {pcts[1]}  flip rate {pcts[2]}"
+            if r.get("consistency"):
+                majority = r["consistency"]["majority_accuracy"]
+                extra += f"  majority {'–' if majority is None else f'{100 * majority:.1f}%'} of {r['consistency']['samples']} paths"
+            print(f"{head} accuracy {acc}{ci_text}{extra}  errors {r['errors']}  wall {r['wall_seconds']:.1f}s")
     if outcome.errors:
         print(
             f"voc: {outcome.errors} question(s) failed and were recorded as errors; re-run the same command to retry them", file=sys.stderr

@@ -1,5 +1,7 @@
 """Statistics of a benchmark: accuracy with bootstrap CIs, macro-F1, confusion matrices, position bias,
-paired strategy comparisons (difference with CI, McNemar test) and throughput.
+paired strategy comparisons (difference with CI, McNemar test), calibration (expected calibration error, Brier score,
+reliability bins, accuracy against coverage), option-order robustness (identity, ensemble and CircularEval accuracy,
+flip rate), self-consistency (average, majority and single-path accuracy, agreement) and throughput.
 
 Plain functions over lists; `summarise` turns a run's records into the numbers the report shows.
 """
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from voc.bench.records import ResultRecord
+from voc.selfconsistency import agreement
 
 N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
@@ -163,6 +166,250 @@ def final_rule_accuracy(records: Sequence[ResultRecord]) -> dict[str, float | No
     return result
 
 
+# --- calibration and selective answering ---------------------------------------------------------------------
+
+N_BINS = 10
+
+
+@dataclass
+class ReliabilityBin:
+    """One equal-width confidence bin: [low, high) (the last bin includes 1)."""
+
+    low: float
+    high: float
+    count: int
+    confidence: float | None  # mean confidence in the bin; None when it is empty
+    accuracy: float | None  # share of outcomes that are true in the bin
+
+
+def bin_index(probability: float, bins: int = N_BINS) -> int:
+    """The equal-width bin of a probability: floor(p * bins), with 1.0 in the last bin (rounded first, so that 0.3 falls
+    in [0.3, 0.4) despite floating point)."""
+    if not 0.0 <= probability <= 1.0 or math.isnan(probability):
+        raise ValueError(f"a probability must lie in [0, 1], got {probability}")
+    return min(math.floor(round(probability * bins, 9)), bins - 1)
+
+
+def reliability_bins(probabilities: Sequence[float], outcomes: Sequence[bool], bins: int = N_BINS) -> list[ReliabilityBin]:
+    """Equal-width bins of `probabilities` (the confidence that each outcome is true), with the mean probability and the
+    share of true outcomes in each: the points of a reliability diagram."""
+    if len(probabilities) != len(outcomes):
+        raise ValueError(f"{len(probabilities)} probabilities but {len(outcomes)} outcomes")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for i, p in enumerate(probabilities):
+        members[bin_index(p, bins)].append(i)
+    result = []
+    for b, items in enumerate(members):
+        count = len(items)
+        result.append(
+            ReliabilityBin(
+                b / bins,
+                (b + 1) / bins,
+                count,
+                sum(probabilities[i] for i in items) / count if count else None,
+                sum(1 for i in items if outcomes[i]) / count if count else None,
+            )
+        )
+    return result
+
+
+def expected_calibration_error(probabilities: Sequence[float], outcomes: Sequence[bool], bins: int = N_BINS) -> float | None:
+    """ECE with equal-width bins: sum over bins of (bin size / N) * |share of true outcomes - mean probability|.
+
+    For an answer, `probabilities` are the confidences of the chosen options and `outcomes` whether each was right;
+    for VoC's verdicts, each verification's P(correct) and whether its option is the gold one. None for no data.
+    """
+    if not probabilities:
+        return None
+    total = len(probabilities)
+    return sum(b.count / total * abs(b.accuracy - b.confidence) for b in reliability_bins(probabilities, outcomes, bins) if b.count)  # type: ignore[operator]
+
+
+def brier_score(probabilities: Sequence[Sequence[float]], gold: Sequence[int]) -> float | None:
+    """Multi-class Brier score: per question the sum over options of (p - onehot(gold))^2, averaged over questions
+    (0 is perfect, 2 the worst). `probabilities[i]` is question i's distribution over its options, `gold[i]` the gold
+    option's index. For binary events (VoC's verdicts) pass [p, 1 - p] and index 0 for true, 1 for false, or use
+    `binary_brier_score`. None for no questions."""
+    if len(probabilities) != len(gold):
+        raise ValueError(f"{len(probabilities)} distributions but {len(gold)} gold indices")
+    if not probabilities:
+        return None
+    return sum(sum((p - (k == g)) ** 2 for k, p in enumerate(ps)) for ps, g in zip(probabilities, gold, strict=True)) / len(gold)
+
+
+def binary_brier_score(probabilities: Sequence[float], outcomes: Sequence[bool]) -> float | None:
+    """Brier score of probabilities of single events: the mean of (p - outcome)^2 (0 perfect, 1 worst)."""
+    if len(probabilities) != len(outcomes):
+        raise ValueError(f"{len(probabilities)} probabilities but {len(outcomes)} outcomes")
+    return sum((p - float(o)) ** 2 for p, o in zip(probabilities, outcomes, strict=True)) / len(outcomes) if outcomes else None
+
+
+def coverage_curve(confidences: Sequence[float], correct: Sequence[bool]) -> list[tuple[float, float]]:
+    """Selective answering: answer only the most confident questions. For every m = 1..N, (m / N, accuracy of the m most
+    confident answers); ties in confidence keep the questions' order."""
+    if len(confidences) != len(correct):
+        raise ValueError(f"{len(confidences)} confidences but {len(correct)} outcomes")
+    order = sorted(range(len(confidences)), key=lambda i: -confidences[i])
+    curve, right = [], 0
+    for m, i in enumerate(order, start=1):
+        right += bool(correct[i])
+        curve.append((m / len(order), right / m))
+    return curve
+
+
+def selective_accuracy(confidences: Sequence[float], correct: Sequence[bool], coverage: float) -> float | None:
+    """Accuracy of the ceil(coverage * N) most confident answers (at least one); None for no answers."""
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
+    curve = coverage_curve(confidences, correct)
+    if not curve:
+        return None
+    return curve[max(1, math.ceil(round(coverage * len(curve), 9))) - 1][1]
+
+
+COVERAGES = (1.0, 0.8, 0.5)  # the report's accuracy-at-coverage columns
+
+
+@dataclass
+class Calibration:
+    """Calibration of one strategy on one group: of the chosen option's confidence, or (kind "verdicts") of VoC's
+    verdict probabilities against "this option is the gold one"."""
+
+    kind: str  # "answer" or "verdicts"
+    n: int  # answers (or verifications) counted
+    ece: float | None
+    brier: float | None  # multi-class for answers, binary for verdicts
+    bins: list[ReliabilityBin]
+    selective: dict[str, float | None] = field(default_factory=dict)  # coverage (as text, e.g. "0.8") -> accuracy
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (coverage, accuracy) for every m most confident
+
+
+def answer_calibration(records: Sequence[ResultRecord], bins: int = N_BINS) -> Calibration | None:
+    """Calibration of the answers: confidence = the final probability of the chosen option; Brier over all options.
+    Records without a gold label or without probabilities for every option are left out."""
+    usable = [r for r in records if r.ok and r.gold is not None and r.label is not None and set(r.probabilities) >= set(r.labels)]
+    if not usable:
+        return None
+    confidences = [r.probabilities[r.label] for r in usable]  # type: ignore[index]
+    correct = [r.label == r.gold for r in usable]
+    return Calibration(
+        kind="answer",
+        n=len(usable),
+        ece=expected_calibration_error(confidences, correct, bins),
+        brier=brier_score([[r.probabilities[lab] for lab in r.labels] for r in usable], [r.labels.index(r.gold) for r in usable]),  # type: ignore[arg-type]
+        bins=reliability_bins(confidences, correct, bins),
+        selective={str(c): selective_accuracy(confidences, correct, c) for c in COVERAGES},
+        curve=coverage_curve(confidences, correct),
+    )
+
+
+def verdict_calibration(records: Sequence[ResultRecord], bins: int = N_BINS) -> Calibration | None:
+    """Calibration of VoC's verdicts: each verification's P(correct) against whether its option is the gold one
+    (records whose final rule ran no verdict round have no verdict probabilities and are left out)."""
+    pairs = [
+        (v.verdict_probability, label == r.gold)
+        for r in records
+        if r.ok and r.gold is not None
+        for label, v in r.verifications.items()
+        if v.verdict_probability is not None
+    ]
+    if not pairs:
+        return None
+    probabilities, outcomes = [p for p, _ in pairs], [o for _, o in pairs]
+    return Calibration(
+        kind="verdicts",
+        n=len(pairs),
+        ece=expected_calibration_error(probabilities, outcomes, bins),
+        brier=binary_brier_score(probabilities, outcomes),
+        bins=reliability_bins(probabilities, outcomes, bins),
+    )
+
+
+# --- option-order robustness ------------------------------------------------------------------------------------
+
+
+@dataclass
+class OrderRobustness:
+    """How one strategy's answers change when the options are reordered (records of a `--permutations` run)."""
+
+    n: int  # questions answered under several orderings
+    orderings: int  # orderings per question (the most; a question with n options has at most n!)
+    identity_accuracy: float | None  # the options in their given order
+    ensemble_accuracy: float | None  # the mean of the orderings' probabilities
+    circular_accuracy: float | None  # CircularEval: right under every ordering
+    flip_rate: float | None  # share of questions whose chosen original option is not the same under every ordering
+    ensemble_vs_identity: PairedComparison
+
+
+def order_robustness(records: Sequence[ResultRecord], seed: int = 0) -> OrderRobustness | None:
+    """Identity, ensemble and CircularEval accuracy and the flip rate, from the orderings each record keeps (labels there
+    are original labels); None when no record was asked under more than one ordering."""
+    usable = [r for r in records if r.ok and r.gold is not None and len(r.orderings) > 1]
+    if not usable:
+        return None
+    identity = [r.orderings[0].label == r.gold for r in usable]
+    ensemble = [r.label == r.gold for r in usable]
+    return OrderRobustness(
+        n=len(usable),
+        orderings=max(len(r.orderings) for r in usable),
+        identity_accuracy=accuracy(identity),
+        ensemble_accuracy=accuracy(ensemble),
+        circular_accuracy=accuracy([all(o.label == r.gold for o in r.orderings) for r in usable]),
+        flip_rate=flip_rate([[o.label for o in r.orderings] for r in usable]),
+        ensemble_vs_identity=paired_comparison("ensemble", "identity", ensemble, identity, seed=seed),
+    )
+
+
+def flip_rate(chosen: Sequence[Sequence[str]]) -> float | None:
+    """Share of questions whose chosen option (original labels, one per ordering) is not the same under all orderings."""
+    return sum(1 for labels in chosen if len(set(labels)) > 1) / len(chosen) if chosen else None
+
+
+# --- self-consistency -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SelfConsistency:
+    """How one strategy's answers from several sampled paths compare (records of a `--samples N` run)."""
+
+    n: int  # questions answered from several paths
+    samples: int  # paths per question (the most; times the orderings when permuted)
+    average_accuracy: float | None  # the answer: the mean of the paths' probabilities
+    majority_accuracy: float | None  # the majority vote of the paths' choices
+    single_accuracy: float | None  # the first path alone (what one sampled path gives)
+    agreement: float | None  # mean share of a question's paths that chose its majority option
+    majority_vs_average: PairedComparison
+
+
+def path_choices(record: ResultRecord) -> list[str]:
+    """The options a record's paths chose: every ordering's paths when permuted (original labels), else its own."""
+    if any(o.samples for o in record.orderings):
+        return [s.label for o in record.orderings for s in o.samples]
+    return [s.label for s in record.samples]
+
+
+def self_consistency(records: Sequence[ResultRecord], seed: int = 0) -> SelfConsistency | None:
+    """Average, majority and single-path accuracy and the paths' agreement, from the paths each record keeps; None when
+    no record has several paths."""
+    usable = [r for r in records if r.ok and r.gold is not None and r.majority is not None and r.samples]
+    if not usable:
+        return None
+    average = [r.label == r.gold for r in usable]
+    majority = [r.majority == r.gold for r in usable]
+    choices = [path_choices(r) for r in usable]
+    return SelfConsistency(
+        n=len(usable),
+        samples=max(len(c) for c in choices),
+        average_accuracy=accuracy(average),
+        majority_accuracy=accuracy(majority),
+        single_accuracy=accuracy([r.samples[0].label == r.gold for r in usable]),
+        agreement=sum(agreement(c, r.majority) for c, r in zip(choices, usable, strict=True) if r.majority) / len(usable),
+        majority_vs_average=paired_comparison("majority", "average", majority, average, seed=seed),
+    )
+
+
 # --- a run's summary --------------------------------------------------------------------------------------------
 
 
@@ -188,15 +435,38 @@ class StrategyResult:
     prompt_tokens: int
     completion_tokens: int
     error_messages: list[str] = field(default_factory=list)
+    calibration: Calibration | None = None  # of the chosen option's confidence
+    verdict_calibration: Calibration | None = None  # VoC's verdict probabilities, each against "this option is gold"
+    order: OrderRobustness | None = None  # --permutations runs only
+    consistency: SelfConsistency | None = None  # --samples runs only (cot, voc)
 
     @property
     def questions_per_second(self) -> float | None:
         return (self.n + self.errors) / self.wall_seconds if self.wall_seconds > 0 else None
 
     def to_dict(self) -> dict[str, object]:
+        """As in results.json: the coverage curve thinned to every 5% of coverage."""
         data = asdict(self)
         data["questions_per_second"] = self.questions_per_second
+        if self.calibration is not None:
+            data["calibration"]["curve"] = thin_curve(self.calibration.curve)  # type: ignore[index]
+        if self.order is not None:
+            data["order"]["ensemble_vs_identity"] = comparison_to_dict(self.order.ensemble_vs_identity)  # type: ignore[index]
+        if self.consistency is not None:
+            data["consistency"]["majority_vs_average"] = comparison_to_dict(self.consistency.majority_vs_average)  # type: ignore[index]
         return data
+
+
+def thin_curve(curve: Sequence[tuple[float, float]], step: float = 0.05) -> list[tuple[float, float]]:
+    """The points of a coverage curve at the first coverage reaching each multiple of `step` (and the last point)."""
+    thinned: list[tuple[float, float]] = []
+    target = step
+    for coverage, value in curve:
+        if coverage + 1e-9 >= target or coverage == curve[-1][0]:
+            thinned.append((coverage, value))
+            while target <= coverage + 1e-9:
+                target += step
+    return thinned
 
 
 def strategy_result(group: str, strategy: str, records: Sequence[ResultRecord], seed: int = 0) -> StrategyResult:
@@ -231,6 +501,10 @@ def strategy_result(group: str, strategy: str, records: Sequence[ResultRecord], 
         prompt_tokens=sum(r.prompt_tokens for r in records),
         completion_tokens=sum(r.completion_tokens for r in records),
         error_messages=sorted({r.error for r in failed if r.error})[:5],
+        calibration=answer_calibration(records),
+        verdict_calibration=verdict_calibration(records),
+        order=order_robustness(records, seed=seed),
+        consistency=self_consistency(records, seed=seed),
     )
 
 

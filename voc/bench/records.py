@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voc.types import OrderingAnswer, SampleAnswer
+
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
@@ -64,6 +66,17 @@ class ResultRecord(BaseModel):
     verifications: dict[str, VerificationRecord] = Field(default_factory=dict)
     completions: list[str] = Field(default_factory=list)
     rounds: list[str] = Field(default_factory=list, description="the strategy rounds computed (voc: verify, verdict, choose)")
+    orderings: list[OrderingAnswer] = Field(
+        default_factory=list,
+        description="--permutations: each option ordering's chosen original label and probabilities (identity first); "
+        "`label` and `probabilities` are then their ensemble, the other fields the identity ordering's",
+    )
+    samples: list[SampleAnswer] = Field(
+        default_factory=list,
+        description="--samples N: each self-consistency path's choice, probabilities and texts; `probabilities` are then their mean",
+    )
+    majority: str | None = Field(default=None, description="--samples N: the majority vote of the paths' choices")
+    fewshot: list[str] = Field(default_factory=list, description="--fewshot K: ids of the pool questions shown as worked examples")
     prompt_hash: str = Field(default="", description="sha256 of the rendered first-round prompt(s); checked when a run resumes")
     duplicate_options: list[list[str]] = Field(
         default_factory=list, description="labels of options with the same text (the question is kept and flagged)"
@@ -122,6 +135,11 @@ class RunFingerprint(BaseModel):
     verification_tokens: int | None = None
     voc_version: str = ""
     chunk_size: int | None = Field(default=None, description="questions per strategy call (batch composition)")
+    permutations: int = Field(default=1, description="option orderings asked per question (1: the given order only)")
+    samples: int = Field(default=1, description="self-consistency paths per question (1: one path)")
+    fewshot: int = Field(default=0, description="worked examples per question from the few-shot pool (0: none)")
+    fewshot_pool: str | None = Field(default=None, description="the few-shot pool as given (a dataset name or a file)")
+    fewshot_pool_hash: str | None = Field(default=None, description="hash of the pool questions' ids, contents and gold labels")
 
     def differences(self, other: RunFingerprint) -> list[str]:
         """Names of the fields that differ, e.g. ['params', 'templates_hash']."""

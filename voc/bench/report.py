@@ -13,12 +13,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from voc.bench.metrics import PairedComparison, RunSummary, StrategyResult, comparison_to_dict, paired_comparison, summarise
+from voc.bench.metrics import (
+    COVERAGES,
+    N_BINS,
+    Calibration,
+    PairedComparison,
+    RunSummary,
+    StrategyResult,
+    comparison_to_dict,
+    paired_comparison,
+    summarise,
+)
 from voc.bench.records import BenchError, RunFolder, latest_by_key, write_atomic
 
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 ACCURACY_PLOT = "accuracy.png"
+RELIABILITY_PLOT = "reliability_{}.png"  # per dataset
+COVERAGE_PLOT = "coverage_{}.png"  # per dataset
 SUBJECTS_PLOT = "accuracy_mmlu_subjects.png"  # mmlu_medical's; any other dataset with subjects: accuracy_subjects_<name>.png
 
 PUBLISHED_NOTE = "published figures, not measured here"
@@ -168,7 +180,10 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         + ", ".join(f"{name} {n}" + (f" (`{given[name]}`)" if name in given else "") for name, n in run["questions"].items())
         + (f" (seeded label-stratified sample, limit {fp.get('limit')}, seed {fp.get('seed')})" if fp.get("limit") else " (all questions)"),
         f"- Strategies: {', '.join(run['strategies'])}; max_tokens {params.get('max_tokens')}, temperature {params.get('temperature')}, "
-        f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}",
+        f"voc final rule `{fp.get('final_rule')}`; templates sha256 {str(fp.get('templates_hash', ''))[:12]}"
+        + (f"; {fp['permutations']} option orderings per question (answers are their ensemble)" if fp.get("permutations", 1) > 1 else "")
+        + (f"; {fp['samples']} sampled paths per question for cot and voc (answers are their mean)" if fp.get("samples", 1) > 1 else "")
+        + (f"; {fp['fewshot']} worked example(s) per question from `{fp.get('fewshot_pool')}`" if fp.get("fewshot", 0) else ""),
         f"- Date: {run.get('started') or '?'} to {run.get('finished') or '?'} ({run['sessions']} session(s))",
     ]
     if run.get("stale_recomputed"):
@@ -247,6 +262,9 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
                 for g, c in comparisons
             ],
         )
+    lines += order_section(pooled)
+    lines += consistency_section(pooled)
+    lines += calibration_section(pooled)
     lines += [
         "",
         "## Answer positions (position bias)",
@@ -307,6 +325,125 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
     return "\n".join(lines) + "\n"
 
 
+def order_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """The option-order table of a --permutations run (nothing otherwise)."""
+    rows = [r for r in pooled if r.order is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Option order",
+        "",
+        "Each question was asked under K orderings of its options (the identity, then cyclic shifts, then seeded shuffles; at most "
+        "n! per question); each ordering's probabilities were mapped back to the original options and averaged (the ensemble, "
+        "which is the answer scored everywhere else in this report). Identity: the options in their given order. CircularEval: "
+        "right under every ordering. Flip rate: share of questions whose chosen option is not the same under every ordering. "
+        "Ensemble minus identity in points, with a 95% paired bootstrap CI and McNemar's exact p.",
+        "",
+    ]
+    lines += table(
+        [
+            "dataset",
+            "strategy",
+            "N",
+            "K",
+            "identity",
+            "ensemble",
+            "ensemble - identity",
+            "95% CI",
+            "p (exact)",
+            "CircularEval",
+            "flip rate",
+        ],
+        [
+            [
+                r.group,
+                r.strategy,
+                o.n,
+                o.orderings,
+                pct(o.identity_accuracy),
+                pct(o.ensemble_accuracy),
+                pct(o.ensemble_vs_identity.difference),
+                ci_text(o.ensemble_vs_identity.ci),
+                p_text(o.ensemble_vs_identity.mcnemar.p_exact),
+                pct(o.circular_accuracy),
+                pct(o.flip_rate),
+            ]
+            for r in rows
+            if (o := r.order) is not None
+        ],
+    )
+    return lines
+
+
+def consistency_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """The self-consistency table of a --samples run (nothing otherwise)."""
+    rows = [r for r in pooled if r.consistency is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Self-consistency",
+        "",
+        "Each question was answered from N sampled paths (cot: N reasonings; voc: N verifications of every option; direct has no "
+        "generation and answers once). Average: the option with the highest mean of the paths' probabilities (the answer scored "
+        "everywhere else in this report). Majority: the option most paths chose (ties to the higher mean probability). One "
+        "path: the first path alone. Agreement: mean share of a question's paths that chose its majority option. Majority minus "
+        "average in points, with a 95% paired bootstrap CI and McNemar's exact p.",
+        "",
+    ]
+    lines += table(
+        ["dataset", "strategy", "N", "paths", "average", "majority", "majority - average", "95% CI", "p (exact)", "one path", "agreement"],
+        [
+            [
+                r.group,
+                r.strategy,
+                c.n,
+                c.samples,
+                pct(c.average_accuracy),
+                pct(c.majority_accuracy),
+                pct(c.majority_vs_average.difference),
+                ci_text(c.majority_vs_average.ci),
+                p_text(c.majority_vs_average.mcnemar.p_exact),
+                pct(c.single_accuracy),
+                pct(c.agreement),
+            ]
+            for r in rows
+            if (c := r.consistency) is not None
+        ],
+    )
+    return lines
+
+
+def calibration_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """The calibration table: each strategy's answers, and VoC's verdicts in a row of their own."""
+    partial = [x for x in COVERAGES if x < 1]
+    rows: list[list[Any]] = []
+    for r in pooled:
+        for name, c in ((r.strategy, r.calibration), (f"{r.strategy} verdicts", r.verdict_calibration)):
+            if c is not None:
+                selective = [pct(c.selective.get(str(x))) if c.kind == "answer" else "–" for x in partial]
+                rows.append([r.group, name, c.n, number(c.ece), number(c.brier), *selective])
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Calibration and selective answering",
+        "",
+        f"ECE: expected calibration error over {N_BINS} equal-width bins of the chosen option's final probability (0 is perfect). "
+        "Brier: per question the sum over options of (p - 1 if gold else p)^2, averaged (0 perfect, 2 worst). The `verdicts` rows "
+        "score each VoC verification's P(correct) against whether its option is the gold one (N counts verifications; Brier is "
+        "then the binary (p - outcome)^2). Accuracy at X% coverage: answering only the X% most confident questions.",
+        "",
+    ]
+    lines += table(["dataset", "strategy", "N", "ECE", "Brier", *[f"accuracy at {round(100 * x)}% coverage" for x in partial]], rows)
+    return lines
+
+
+def number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 # --- plots --------------------------------------------------------------------------------------------------------
 
 
@@ -356,6 +493,47 @@ def plot_accuracy(results: Sequence[StrategyResult], path: Path, title: str) -> 
     fig.savefig(path)
 
 
+def plot_reliability(results: Sequence[StrategyResult], path: Path, dataset: str) -> None:
+    """Reliability diagrams of a dataset: per strategy (and for VoC's verdicts) the share right in each confidence bin
+    against the diagonal of perfect calibration, with the number of answers in each bin."""
+    panels: list[tuple[str, Calibration]] = []
+    for r in results:
+        named = ((r.strategy, r.calibration), (f"{r.strategy} verdicts", r.verdict_calibration))
+        panels += [(name, c) for name, c in named if c is not None]
+    fig = _figure(3.0 * len(panels), 3.2)
+    for k, (name, c) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        filled = [b for b in c.bins if b.count]
+        width = c.bins[0].high - c.bins[0].low
+        ax.bar([b.low for b in filled], [b.accuracy for b in filled], width, align="edge", edgecolor="black", linewidth=0.5)
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="dashed", linewidth=1)
+        for b in filled:
+            ax.text(b.low + width / 2, min(0.95, (b.accuracy or 0) + 0.02), str(b.count), ha="center", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("P(correct) of the verification" if c.kind == "verdicts" else "confidence of the chosen option", fontsize=8)
+        if k == 0:
+            ax.set_ylabel("share correct", fontsize=8)
+        ax.set_title(f"{dataset} / {name}\nECE {number(c.ece)}, N {c.n}", fontsize=9)
+    fig.savefig(path)
+
+
+def plot_coverage(results: Sequence[StrategyResult], path: Path, dataset: str) -> None:
+    """Accuracy against coverage for a dataset: answering only the most confident X% of questions, per strategy."""
+    fig = _figure(5.0, 3.6)
+    ax = fig.add_subplot()
+    for r in results:
+        if r.calibration is not None and r.calibration.curve:
+            ax.plot([100 * x for x, _ in r.calibration.curve], [100 * y for _, y in r.calibration.curve], label=r.strategy)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("coverage (%): the most confident answers kept")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{dataset}: accuracy against coverage", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
 def plot_confusions(results: Sequence[StrategyResult], path: Path, dataset: str) -> None:
     """One confusion matrix per strategy for a dataset (rows gold, columns chosen)."""
     fig = _figure(3.2 * len(results), 3.2)
@@ -400,6 +578,12 @@ def write_report(path: str | os.PathLike[str]) -> list[Path]:
             name = f"confusion_{slug(dataset)}.png"
             plot_confusions(items, folder / name, dataset)
             plots.append(name)
+        calibrated = [r for r in items if r.calibration is not None]
+        if calibrated:
+            for template, plot in ((RELIABILITY_PLOT, plot_reliability), (COVERAGE_PLOT, plot_coverage)):
+                name = template.format(slug(dataset))
+                plot(calibrated, folder / name, dataset)
+                plots.append(name)
     write_atomic(folder / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     write_atomic(folder / REPORT_FILE, render_markdown(results, summary, plots))
     return [folder / RESULTS_FILE, folder / REPORT_FILE, *(folder / p for p in plots)]

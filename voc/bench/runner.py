@@ -45,6 +45,7 @@ from voc.bench.records import (
 )
 from voc.datasets import dataset_name, load_spec, resolve, stratified_sample
 from voc.engines import ENGINES, Engine, SamplingParams, make_engine
+from voc.fewshot import FewShotPool, load_pool
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
 from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
@@ -81,6 +82,16 @@ class BenchConfig(BaseModel):
     final_rule: str = "combined"
     choose_prompt: str = Field(default="full", description="voc: what its choice round shows (full or compact)")
     verification_tokens: int | None = Field(default=None, ge=1, description="voc: the budget of each verification (None: max_tokens)")
+    permutations: int = Field(
+        default=1, ge=1, description="ask each question under this many option orderings and report the ensemble (1: given order)"
+    )
+    samples: int = Field(
+        default=1, ge=1, description="self-consistency paths per question for cot and voc (needs a temperature; direct ignores it)"
+    )
+    fewshot: int = Field(default=0, ge=0, description="worked examples per question from the few-shot pool (0: none)")
+    fewshot_pool: str | None = Field(
+        default=None, description="the few-shot pool: a dataset name or split (pubmedqa:train, medqa_train), a spec or data file"
+    )
     templates: str | None = None
     skip_invalid: bool = Field(default=False, description="skip malformed dataset rows (counted in the log) instead of failing")
 
@@ -111,6 +122,12 @@ class BenchConfig(BaseModel):
             raise BenchError(f"unknown final rule {self.final_rule!r}; use one of {', '.join(FINAL_RULES)}")
         if self.choose_prompt not in CHOOSE_PROMPTS:
             raise BenchError(f"unknown choose prompt {self.choose_prompt!r}; use one of {', '.join(CHOOSE_PROMPTS)}")
+        if self.fewshot and not self.fewshot_pool:
+            raise BenchError(f"--fewshot {self.fewshot} needs --fewshot-pool, a labelled training set (pubmedqa:train, medqa_train)")
+        if self.fewshot_pool and not self.fewshot:
+            raise BenchError("--fewshot-pool needs --fewshot K, the number of worked examples per question")
+        if self.samples > 1 and self.temperature == 0:
+            raise BenchError(f"--samples {self.samples} needs --temperature above 0 (e.g. 0.7); greedy paths are all the same")
 
     def out_dir(self) -> Path:
         """--out, else runs/<model>-<engine> (the same command always maps to the same folder, so it resumes)."""
@@ -121,7 +138,7 @@ class BenchConfig(BaseModel):
         return Path("runs") / f"{slug}-{self.engine}"
 
     def params(self) -> SamplingParams:
-        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed, n=self.samples)
 
 
 # --- planning -------------------------------------------------------------------------------------------------
@@ -160,8 +177,22 @@ def model_identity(config: BenchConfig) -> str:
     return model_fingerprint(resolve_model(config.model))
 
 
-def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, list[Question]]) -> RunFingerprint:
-    """The fingerprint of a run: model content, engine, questions, sampling, templates, voc version, chunk size."""
+def load_fewshot_pool(config: BenchConfig, plan: dict[str, list[Question]]) -> FewShotPool | None:
+    """The few-shot pool of the run (None without --fewshot), checked against every test split under the data root and
+    against every planned question: an overlap is a one-line error before any model work."""
+    if not config.fewshot:
+        return None
+    pool = load_pool(config.fewshot_pool or "", root=config.data_root)
+    for name, questions in plan.items():
+        pool.check_disjoint(questions, name)
+    return pool
+
+
+def make_fingerprint(
+    config: BenchConfig, templates: Templates, plan: dict[str, list[Question]], pool: FewShotPool | None = None
+) -> RunFingerprint:
+    """The fingerprint of a run: model content, engine, questions, sampling, templates, voc version, chunk size, and the
+    strategy options (permutations, samples, few-shot examples and the pool's content)."""
     options = {k: v for k, v in sorted(config.engine_options.items()) if v is not None and not SECRET_OPTIONS.search(k)}
     return RunFingerprint(
         model=model_identity(config),
@@ -171,13 +202,18 @@ def make_fingerprint(config: BenchConfig, templates: Templates, plan: dict[str, 
         questions={name: questions_hash(qs) for name, qs in plan.items()},
         limit=config.limit,
         seed=config.seed,
-        params=config.params().model_dump(mode="json"),
+        params=config.params().model_dump(mode="json", exclude={"n"}),  # the number of paths is `samples`
         templates_hash=templates.source_hash(),
         final_rule=config.final_rule,
         choose_prompt=config.choose_prompt,
         verification_tokens=config.verification_tokens,
         voc_version=voc.__version__,
         chunk_size=config.chunk_size,
+        permutations=config.permutations,
+        samples=config.samples,
+        fewshot=config.fewshot,
+        fewshot_pool=config.fewshot_pool if pool is not None else None,
+        fewshot_pool_hash=pool.identity if pool is not None else None,
     )
 
 
@@ -225,6 +261,10 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         probabilities=answer.probabilities,
         choice_logprobs=answer.choice_logprobs,
         rounds=answer.rounds,
+        orderings=answer.orderings,
+        samples=answer.samples,
+        majority=answer.majority,
+        fewshot=answer.fewshot,
         verifications={
             k: VerificationRecord(text=v.text, verdict_probability=v.verdict_probability) for k, v in answer.verifications.items()
         },
@@ -448,7 +488,8 @@ def run_bench(
     config.check()
     templates = Templates(config.templates)
     plan = plan_questions(config)
-    fingerprint = make_fingerprint(config, templates, plan)
+    pool = load_fewshot_pool(config, plan)
+    fingerprint = make_fingerprint(config, templates, plan, pool)
     folder = RunFolder(config.out_dir())
     folder.claim(fingerprint, force=config.force)
     earlier = folder.records.load()
@@ -480,6 +521,9 @@ def run_bench(
             "final_rule": config.final_rule,
             "choose_prompt": config.choose_prompt,
             "verification_tokens": config.verification_tokens,
+            "permutations": config.permutations,
+            "fewshot": config.fewshot,
+            "fewshot_pool": pool,
         }
         runners = {
             s: VoC(engine=shared, strategy=s, params=config.params(), templates=config.templates, **voc_options) for s in config.strategies

@@ -21,11 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import TemplateError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SamplingParams(BaseModel):
-    """How to generate: greedy when temperature is 0 (the default)."""
+    """How to generate: greedy when temperature is 0 (the default).
+
+    `n`: completions per prompt (self-consistency paths), as vLLM's `n`; more than 1 needs a temperature above 0, since
+    greedy paths would all be the same. `generate` then returns the n completions of each prompt one after another, and
+    sample j of the i-th prompt of a call is drawn with seed `seed + i * n + j` (`sample_seed`) on every engine, so a
+    run repeats exactly with the same seed. (With n = 1 the vLLM engines seed prompt i with `seed + i` and the hf engine
+    draws the call from one generator seeded with `seed`, as they always did.)
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,6 +41,20 @@ class SamplingParams(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    n: int = Field(default=1, ge=1, description="completions per prompt (self-consistency paths)")
+
+    @model_validator(mode="after")
+    def _samples_need_a_temperature(self) -> SamplingParams:
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError(f"{self.n} samples per prompt need a temperature above 0 (greedy decoding gives {self.n} identical paths)")
+        return self
+
+
+def sample_seed(seed: int, prompt_index: int, n: int, sample_index: int = 0) -> int:
+    """The seed of sample `sample_index` of the `prompt_index`-th prompt of a call that draws `n` samples per prompt:
+    `seed + prompt_index * n + sample_index`, so that every (prompt, sample) of a call has its own seed (with n = 1 this
+    is `seed + prompt_index`, the engines' seed per prompt)."""
+    return seed + prompt_index * n + sample_index
 
 
 @dataclass(frozen=True)
@@ -115,7 +136,8 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
-        """Complete every prompt; one result per prompt, in order."""
+        """Complete every prompt; `params.n` results per prompt (one by default), in order: the n samples of prompt i are
+        results i * n to i * n + n - 1."""
 
     @abstractmethod
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:

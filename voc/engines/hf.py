@@ -32,7 +32,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from voc.engines.base import ChatPrompt, Generation, Prompt, SamplingParams, Scores, TokenizerEngine, common_prefix_length, make_scores
+from voc.engines.base import (
+    ChatPrompt,
+    Generation,
+    Prompt,
+    SamplingParams,
+    Scores,
+    TokenizerEngine,
+    common_prefix_length,
+    make_scores,
+    sample_seed,
+)
 from voc.engines.hf_attention import ReservedKVCache, use_grouped_attention
 from voc.models import resolve_model
 
@@ -44,6 +54,7 @@ MIN_SHARED_PREFIX = 32  # prompts sharing fewer leading tokens are run separatel
 # tokens per row, or 5% of its tokens if that is more: short suffixes (VoC's per-option parts) still
 # batch, long ones (whole direct prompts) run one by one.
 PAD_TOLERANCE_TOKENS = 8
+Generators = torch.Generator | list[torch.Generator] | None  # one generator for a batch, or one per row
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -292,7 +303,8 @@ class HFEngine(TokenizerEngine):
         return logits, out.past_key_values, full_mask, full_mask.sum(-1)
 
     # -- generation ----------------------------------------------------------------------
-    def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, generator: Generators) -> torch.Tensor:
+        """The next token of each row: greedy, or sampled with one generator for the batch or one per row (a list)."""
         if params.temperature == 0:
             return logits.argmax(-1)
         probs = torch.softmax(logits.float() / params.temperature, dim=-1)
@@ -301,6 +313,8 @@ class HFEngine(TokenizerEngine):
             drop = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
             sorted_probs = sorted_probs.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        if isinstance(generator, list):  # each row from its own generator: its tokens do not depend on the other rows
+            return torch.cat([torch.multinomial(probs[k], 1, generator=g) for k, g in enumerate(generator)])
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
     def _stopped(self, tokens: list[int], stop: Sequence[str], window: int) -> bool:
@@ -322,16 +336,17 @@ class HFEngine(TokenizerEngine):
         mask: torch.Tensor,
         positions: torch.Tensor,
         params: SamplingParams,
-        generator: torch.Generator | None,
+        generator: Generators,
     ) -> list[list[int]]:
-        """Greedy or sampled decoding from prefilled rows; returns the new tokens of each row."""
+        """Greedy or sampled decoding from prefilled rows; returns the new tokens of each row. `generator`: one for the
+        batch, or a list with one per row (kept with its row when finished rows are dropped)."""
         n_rows = logits.shape[0]
         outputs: list[list[int]] = [[] for _ in range(n_rows)]
         live = list(range(n_rows))  # output row of each cache row
         running = [True] * n_rows
         window = 2 * max((len(s) for s in params.stop), default=0) + 4
         for step in range(params.max_tokens):
-            chosen = self._next_tokens(logits, params, generator)
+            chosen = self._next_tokens(logits, params, [generator[r] for r in live] if isinstance(generator, list) else generator)
             for k, token in enumerate(chosen.tolist()):
                 r = live[k]
                 if not running[r]:
@@ -352,24 +367,41 @@ class HFEngine(TokenizerEngine):
             cache, logits, positions = out.past_key_values, out.logits[:, -1], positions + 1
         return outputs
 
+    def _generator(self, seed: int | None) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        return generator
+
     @torch.inference_mode()
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+        """Complete every prompt, `params.n` times each (the samples of a prompt one after another).
+
+        Sampling with n = 1 draws every row of the call from one generator seeded with `params.seed`. With n > 1 each
+        sample is a row of its own, with its own generator seeded with `sample_seed(seed, i, n, j)`, so a sample's
+        tokens depend only on its prompt and seed, not on how the rows are batched; the n copies of a prompt form one
+        prefix group, so the prompt is prefilled once and only its last token is run per sample.
+        """
+        n = params.n
         encoded = self.encode_prompts(prompts, params.max_tokens)
-        results: list[Generation | None] = [None] * len(prompts)
-        generator = None
-        if params.temperature > 0:
-            generator = torch.Generator(device=self.device)
-            if params.seed is not None:
-                generator.manual_seed(params.seed)
-            else:
-                generator.seed()
-        with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
-            for batch in self._batches(encoded, room=params.max_tokens):
-                rows, logits, cache, mask, positions = self._prefill(batch, encoded, params.max_tokens)
-                new_tokens = self._decode(logits, cache, mask, positions, params, generator)
+        rows_ids = [ids for ids in encoded for _ in range(n)] if n > 1 else encoded
+        results: list[Generation | None] = [None] * len(rows_ids)
+        generator: Generators = None
+        if params.temperature > 0 and n > 1:
+            seeds = [None if params.seed is None else sample_seed(params.seed, k // n, n, k % n) for k in range(len(rows_ids))]
+            generator = [self._generator(seed) for seed in seeds]
+        elif params.temperature > 0:
+            generator = self._generator(params.seed)
+        with tqdm(total=len(rows_ids), desc=desc, disable=desc is None, unit="prompt" if n == 1 else "sample") as bar:
+            for batch in self._batches(rows_ids, room=params.max_tokens):
+                rows, logits, cache, mask, positions = self._prefill(batch, rows_ids, params.max_tokens)
+                row_generators = [generator[i] for i in rows] if isinstance(generator, list) else generator
+                new_tokens = self._decode(logits, cache, mask, positions, params, row_generators)
                 del cache
                 for index, new in zip(rows, new_tokens, strict=True):
-                    results[index] = self.make_generation(new, encoded[index], params.stop)
+                    results[index] = self.make_generation(new, rows_ids[index], params.stop)
                 bar.update(len(rows))
         done = [g for g in results if g is not None]
         self.count_generate(encoded, done)

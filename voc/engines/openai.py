@@ -34,6 +34,7 @@ from voc.engines.base import (
     Scores,
     TokenizerEngine,
     next_token_requests,
+    sample_seed,
     sum_token_logprobs,
 )
 from voc.models import ModelNotFoundError, resolve_model
@@ -158,7 +159,7 @@ class OpenAIEngine(TokenizerEngine):
     # -- the two operations ----------------------------------------------------------------------
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
         encoded = self.encode_prompts(prompts, params.max_tokens)
-        sampled = params.temperature > 0
+        sampled, n = params.temperature > 0, params.n
         bodies = []
         for i, ids in enumerate(encoded):
             body: dict[str, Any] = {
@@ -168,21 +169,26 @@ class OpenAIEngine(TokenizerEngine):
                 "top_p": params.top_p,
                 "return_token_ids": True,
             }
+            if n > 1:
+                body["n"] = n  # one request: the server prefills the prompt once and fans out n samples seeded seed + j
             if params.stop:
                 body["stop"] = list(params.stop)
             if params.seed is not None:
-                body["seed"] = params.seed + i if sampled else params.seed  # as the offline vLLM engine does
+                body["seed"] = sample_seed(params.seed, i, n) if sampled else params.seed  # as the offline vLLM engine does
             bodies.append(body)
         results = []
         for ids, response in zip(encoded, self._complete_all(bodies), strict=True):
-            choice = response["choices"][0]
-            token_ids = choice.get("token_ids")
-            if token_ids is None:
-                raise ServerError(
-                    f"the server at {self.base_url} returned no generated token ids; voc needs vLLM's `return_token_ids` "
-                    "(vLLM >= 0.10.2) so that later rounds continue from the generated tokens"
-                )
-            results.append(self.make_generation(token_ids, ids, params.stop))  # decoded locally: equal tokens, equal text
+            choices = sorted(response["choices"], key=lambda c: c.get("index", 0))
+            if len(choices) != n:
+                raise ServerError(f"the server at {self.base_url} returned {len(choices)} completions for a request with n={n}")
+            for choice in choices:
+                token_ids = choice.get("token_ids")
+                if token_ids is None:
+                    raise ServerError(
+                        f"the server at {self.base_url} returned no generated token ids; voc needs vLLM's `return_token_ids` "
+                        "(vLLM >= 0.10.2) so that later rounds continue from the generated tokens"
+                    )
+                results.append(self.make_generation(token_ids, ids, params.stop))  # decoded locally: equal tokens, equal text
         self.count_generate(encoded, results)
         return results
 

@@ -46,6 +46,7 @@ from voc.engines.base import (
     Scores,
     TokenizerEngine,
     next_token_requests,
+    sample_seed,
     sum_token_logprobs,
 )
 from voc.models import resolve_model
@@ -153,19 +154,29 @@ class VLLMEngine(TokenizerEngine):
         if not prompts:
             return []
         encoded = self.encode_prompts(prompts, params.max_tokens)
+        n = params.n
         common = {
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "stop": list(params.stop) or None,
+            "n": n,
         }
         if params.seed is not None and params.temperature > 0:
-            # One seed per prompt: identical prompts still get different samples, and reruns repeat.
-            sampling: Any = [self._vllm.SamplingParams(**common, seed=params.seed + i) for i in range(len(prompts))]
+            # One seed per prompt: identical prompts still get different samples, and reruns repeat. With n > 1, vLLM
+            # fans the request out into n children seeded seed + j (vllm/v1/engine/parallel_sampling.py), that share
+            # the prompt's cached blocks: sample j of prompt i gets sample_seed(seed, i, n, j).
+            sampling: Any = [self._vllm.SamplingParams(**common, seed=sample_seed(params.seed, i, n)) for i in range(len(prompts))]
         else:
             sampling = self._vllm.SamplingParams(**common, seed=params.seed)
         outputs = self._run(encoded, sampling, desc)
-        results = [self.make_generation(out.outputs[0].token_ids, ids, params.stop) for ids, out in zip(encoded, outputs, strict=True)]
+        results = [
+            self.make_generation(sample.token_ids, ids, params.stop)
+            for ids, out in zip(encoded, outputs, strict=True)
+            for sample in sorted(out.outputs, key=lambda c: c.index)
+        ]
+        if len(results) != n * len(encoded):
+            raise RuntimeError(f"vLLM returned {len(results)} completions for {len(encoded)} prompts with n={n}")
         self.count_generate(encoded, results)
         return results
 

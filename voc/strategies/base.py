@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from voc.engines.base import Engine, PromptTooLongError, SamplingParams, softmax
-from voc.prompts import Templates
-from voc.types import Answer, Question
+from voc.fewshot import FewShot, explanation_of
+from voc.prompts import TemplateBlockError, Templates
+from voc.selfconsistency import majority_vote, mean_probabilities
+from voc.types import Answer, Question, SampleAnswer
 
 CANDIDATE_ROOM = 8  # tokens kept free for a scored candidate such as " A"
 TRUNCATION_MARK = " ..."  # ends a shortened context, so the model sees that text is missing
@@ -26,15 +28,18 @@ class Strategy:
     name: ClassVar[str] = "strategy"
     template_files: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, templates: Templates | None = None, params: SamplingParams | None = None) -> None:
+    def __init__(self, templates: Templates | None = None, params: SamplingParams | None = None, fewshot: FewShot | None = None) -> None:
         self.templates = templates or Templates()
         self.params = params or SamplingParams()
+        self.fewshot = fewshot if fewshot is not None and fewshot.k > 0 else None
         self.round_seconds: dict[str, float] = {}
+        self._example_texts: dict[tuple[str, int], str] = {}  # (template, id of the pool question) -> its rendered example
         self.check_templates()
 
     def check_templates(self) -> None:
         """Render every block of this strategy's templates once with a sample question (with and without
-        context), so that a broken user template fails when the strategy is made, not in the middle of a run."""
+        context), so that a broken user template fails when the strategy is made, not in the middle of a run.
+        With few-shot examples, each template must also have an `example` block and show the examples in its user message."""
         sample = Question(question="Sample question?", options={"A": "first", "B": "second"}, context="Sample context.")
         for question in (sample, sample.model_copy(update={"context": None})):
             variables = {
@@ -45,13 +50,59 @@ class Strategy:
                     {"label": lab, "option_text": text, "text": "Sample.", "verdict_probability": 0.5}
                     for lab, text in question.options.items()
                 ],
+                "examples": [],
+                "example": sample_example(question),
             }
             for name in self.template_files:
                 for block in self.templates.get(name).blocks:
                     self.templates.block(name, block, **variables)
+        if self.fewshot is None:
+            return
+        marker = "<<a worked example>>"
+        for name in self.template_files:
+            template = self.templates.get(name)
+            shown = self.templates.block(name, "user", **{**variables, "examples": [marker]}) if "user" in template.blocks else ""
+            if "example" not in template.blocks or marker not in shown:
+                raise TemplateBlockError(
+                    f"template {template.filename or name} cannot show few-shot examples: it needs an `example` block and "
+                    f"`{{% include \"_examples.jinja\" %}}` in its user block (see the built-in {name})"
+                )
+
+    # -- few-shot examples ---------------------------------------------------------------------------------------
+    def examples(self, question: Question, template: str) -> list[str]:
+        """The worked examples shown with `question` in `template`'s prompt: its nearest pool questions, each rendered by
+        the template's `example` block (empty without few-shot)."""
+        if self.fewshot is None:
+            return []
+        texts = []
+        for example in self.fewshot.examples(question):
+            key = (template, id(example))
+            if key not in self._example_texts:
+                fields = {"question": example, "gold": gold_of(example), "explanation": explanation_of(example)}
+                fields.update(self.example_fields(example, template))
+                self._example_texts[key] = self.templates.block(template, "example", example=fields).strip()
+            texts.append(self._example_texts[key])
+        return texts
+
+    def example_ids(self, question: Question) -> list[str]:
+        """Ids of the pool questions shown as examples with `question` (`Answer.fewshot`)."""
+        return [e.id for e in self.fewshot.examples(question)] if self.fewshot is not None else []
+
+    def example_fields(self, example: Question, template: str) -> dict[str, Any]:
+        """What a strategy's `example` block gets about one pool question besides question, gold and explanation."""
+        return {}
+
+    def gold_candidate(self, template: str, question: Question) -> str:
+        """The `candidate` block of `template` for the question's gold label (e.g. " B")."""
+        return self.templates.block(template, "candidate", label=gold_of(question)["label"])
 
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
         raise NotImplementedError
+
+    def answer_from_paths(
+        self, question: Question, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any
+    ) -> Answer:
+        return answer_from_paths(question, self.name, paths, choice_logprobs, fewshot=self.example_ids(question), **fields)
 
     @contextmanager
     def timed(self, round_name: str) -> Any:
@@ -109,8 +160,42 @@ def cut_text(text: str, n: int) -> str | None:
     return head + TRUNCATION_MARK if head else None
 
 
+def gold_of(question: Question) -> dict[str, str]:
+    """The gold option of a (pool) question as templates get it: {"label", "text"}."""
+    if question.gold is None:
+        raise ValueError(f"question {question.id} has no gold answer; a worked example needs one")
+    return {"label": question.gold, "text": question.options[question.gold]}
+
+
+def sample_example(question: Question) -> dict[str, Any]:
+    """A worked example for test-rendering templates (`Strategy.check_templates`)."""
+    return {
+        "question": question,
+        "gold": {"label": "A", "text": question.options["A"]},
+        "explanation": "Sample explanation.",
+        "answer": "Answer: A",
+        "reasoning": "Sample reasoning.",
+        "verifications": [
+            {"label": lab, "option_text": text, "text": "Sample verification.", "verdict": f"Verdict: option {lab} is correct"}
+            for lab, text in question.options.items()
+        ],
+    }
+
+
 def label_probabilities(labels: Sequence[str], logprobs: Sequence[float]) -> dict[str, float]:
     return dict(zip(labels, softmax(logprobs), strict=True))
+
+
+def answer_from_paths(
+    question: Question, strategy: str, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any
+) -> Answer:
+    """The `Answer` from one or more self-consistency paths: one path is the answer itself (`samples` stays empty);
+    several are averaged, with their majority vote beside (voc.selfconsistency). `choice_logprobs`: the first path's."""
+    if len(paths) == 1:
+        return make_answer(question, strategy, paths[0].probabilities, choice_logprobs, **fields)
+    probabilities = mean_probabilities(question.labels, [p.probabilities for p in paths])
+    majority = majority_vote(question.labels, [p.label for p in paths], probabilities)
+    return make_answer(question, strategy, probabilities, choice_logprobs, samples=list(paths), majority=majority, **fields)
 
 
 def make_answer(

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from voc.engines.base import ChatPrompt, Engine
 from voc.strategies.base import CANDIDATE_ROOM, Strategy, label_probabilities, make_answer
 from voc.types import Answer, Question
 
+TEMPLATE = "direct.jinja"
+
 
 class Direct(Strategy):
     name = "direct"
-    template_files = ("direct.jinja",)
+    template_files = (TEMPLATE,)
 
     def prompt(self, question: Question) -> ChatPrompt:
         return self.templates.chat(
-            "direct.jinja", self.templates.block("direct.jinja", "answer_prefix", question=question), question=question
+            TEMPLATE,
+            self.templates.block(TEMPLATE, "answer_prefix", question=question),
+            question=question,
+            examples=self.examples(question, TEMPLATE),
         )
+
+    def example_fields(self, example: Question, template: str) -> dict[str, Any]:
+        """A worked example's answer: the answer prefix and the gold label, as the label is scored."""
+        return {"answer": self.templates.block(TEMPLATE, "answer_prefix", question=example) + self.gold_candidate(TEMPLATE, example)}
 
     def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
         def tokens(q: Question) -> int:
@@ -26,7 +36,7 @@ class Direct(Strategy):
         with self.timed("choose"):
             scores = engine.score(
                 [self.prompt(q) for q, _ in fitted],
-                [self.candidates("direct.jinja", q) for q, _ in fitted],
+                [self.candidates(TEMPLATE, q) for q, _ in fitted],
                 desc="direct: choose",
             )
         return [
@@ -37,6 +47,7 @@ class Direct(Strategy):
                 s.logprobs,
                 prompt_tokens=s.prompt_tokens,
                 context_truncated=truncated,
+                fewshot=self.example_ids(q),
             )
             for (q, truncated), s in zip(fitted, scores, strict=True)
         ]

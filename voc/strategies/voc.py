@@ -25,11 +25,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
+from voc.fewshot import FewShot, explanation_of
 from voc.prompts import Templates
-from voc.strategies.base import CANDIDATE_ROOM, Strategy, make_answer
-from voc.types import Answer, Question, Verification
+from voc.selfconsistency import chosen
+from voc.strategies.base import CANDIDATE_ROOM, Strategy, gold_of
+from voc.types import Answer, Question, SampleAnswer, Verification
 
 VERIFY = "voc_verify.jinja"
+VERIFY_TARGET = "voc_verify_target.jinja"  # the verifications a worked example shows (also fine-tuning's targets)
 CHOOSE = "voc_choose.jinja"
 CHOOSE_TEMPLATES = {"full": CHOOSE, "compact": "voc_choose_compact.jinja"}
 FinalRule = Literal["choice", "verdicts", "combined"]
@@ -49,6 +52,7 @@ class VerificationOfChoice(Strategy):
         final_rule: FinalRule = "combined",
         choose_prompt: ChoosePrompt = "full",
         verification_tokens: int | None = None,
+        fewshot: FewShot | None = None,
     ) -> None:
         if verification_tokens is not None and verification_tokens < 1:
             raise ValueError(f"verification_tokens must be at least 1, got {verification_tokens}")
@@ -61,7 +65,7 @@ class VerificationOfChoice(Strategy):
         self.choose_prompt_style = choose_prompt
         self.choose_template = CHOOSE_TEMPLATES[choose_prompt]
         self.template_files = (VERIFY, self.choose_template)
-        super().__init__(templates, params)
+        super().__init__(templates, params, fewshot)
 
     @property
     def rounds(self) -> tuple[str, ...]:
@@ -73,12 +77,33 @@ class VerificationOfChoice(Strategy):
     def verify_prompt(self, question: Question, label: str) -> ChatPrompt:
         option = {"label": label, "text": question.options[label]}
         prefix = self.templates.block(VERIFY, "verification_prefix", question=question, option=option)
-        return self.templates.chat(VERIFY, prefix, question=question, option=option)
+        return self.templates.chat(VERIFY, prefix, question=question, option=option, examples=self.examples(question, VERIFY))
 
     def choose_prompt(self, question: Question, verifications: Sequence[dict[str, Any]]) -> ChatPrompt:
         """The choice round's prompt; `verifications`: per option its label, option_text, text and verdict_probability."""
-        prefix = self.templates.block(self.choose_template, "answer_prefix", question=question)
-        return self.templates.chat(self.choose_template, prefix, question=question, verifications=verifications)
+        template = self.choose_template
+        prefix = self.templates.block(template, "answer_prefix", question=question)
+        return self.templates.chat(
+            template, prefix, question=question, verifications=verifications, examples=self.examples(question, template)
+        )
+
+    def example_fields(self, example: Question, template: str) -> dict[str, Any]:
+        """A worked example: a verification of every option built from the gold answer by voc_verify_target.jinja (as
+        fine-tuning builds its targets) after the verification prefix, its verdict (the verdict prefix and the true or
+        false verdict, as the strategy scores it), and the answer (the choose prompt's answer prefix and the gold label)."""
+        gold, explanation = gold_of(example), explanation_of(example)
+        verifications = []
+        for label, text in example.options.items():
+            option, correct = {"label": label, "text": text}, label == example.gold
+            target = self.templates.block(
+                VERIFY_TARGET, "verification", question=example, option=option, gold=gold, correct=correct, explanation=explanation
+            )
+            prefix = self.templates.block(VERIFY, "verification_prefix", question=example, option=option)
+            verdict = self.templates.block(VERIFY, "verdict_prefix", question=example, option=option)
+            verdict += self.templates.block(VERIFY, "verdict_true" if correct else "verdict_false", option=option)
+            verifications.append({"label": label, "option_text": text, "text": (prefix + target).strip(), "verdict": verdict.strip()})
+        answer = self.templates.block(self.choose_template, "answer_prefix", question=example)
+        return {"verifications": verifications, "answer": answer + self.gold_candidate(self.choose_template, example)}
 
     def verdict_prompt(self, question: Question, label: str, prompt: ChatPrompt, generation: Any) -> tuple[Continuation, list[str]]:
         """The verdict prefix after the verification's own tokens, and the two verdict candidates (true first)."""
@@ -109,47 +134,69 @@ class VerificationOfChoice(Strategy):
 
         fitted = [self.fit_context(q, engine, tokens, CANDIDATE_ROOM) for q in questions]
         pairs = [(q, lab) for q, _ in fitted for lab in q.labels]
-        sizes = [len(q.labels) for q, _ in fitted]
+        n = params.n  # self-consistency paths: path j of a question is the j-th sampled verification of each of its options
 
         verify_prompts = [self.verify_prompt(q, lab) for q, lab in pairs]
         with self.timed("verify"):
-            generations = engine.generate(verify_prompts, params, desc="voc: verify")
+            generations = engine.generate(verify_prompts, params, desc="voc: verify")  # sample j of pair p at p * n + j
 
-        verdict_p: list[float | None] = [None] * len(pairs)
-        verdict_tokens = [0] * len(pairs)
+        verdict_p: list[float | None] = [None] * len(generations)
+        verdict_tokens = [0] * len(generations)
         if "verdict" in rounds:
-            requests = [self.verdict_prompt(q, lab, p, g) for (q, lab), p, g in zip(pairs, verify_prompts, generations, strict=True)]
+            requests = [self.verdict_prompt(*pairs[k // n], verify_prompts[k // n], g) for k, g in enumerate(generations)]
             with self.timed("verdict"):
                 scores = engine.score([r[0] for r in requests], [r[1] for r in requests], desc="voc: verdicts")
             verdict_p = [softmax(s.logprobs)[0] for s in scores]
             verdict_tokens = [s.prompt_tokens for s in scores]
 
-        per_question = list(zip(fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True))
-        choices: list[Any] = [None] * len(fitted)
+        # per question, per path: its options' generations, verdicts and verdict-round tokens (in option order)
+        sizes = [len(q.labels) * n for q, _ in fitted]
+        per_question = [
+            (q, truncated, by_path(gens, n), by_path(ps, n), by_path(toks, n))
+            for (q, truncated), gens, ps, toks in zip(
+                fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True
+            )
+        ]
+        choices: list[Any] = [None] * (len(fitted) * n)
         if "choose" in rounds:
             prompts = [
                 self.choose_prompt(q, [self.shown(q, lab, g, p) for lab, g, p in zip(q.labels, gens, ps, strict=True)])
-                for (q, _), gens, ps, _ in per_question
+                for q, _, path_gens, path_ps, _ in per_question
+                for gens, ps in zip(path_gens, path_ps, strict=True)
             ]
+            candidates = [self.candidates(self.choose_template, q) for q, _ in fitted for _ in range(n)]
             with self.timed("choose"):
-                choices = engine.score(prompts, [self.candidates(self.choose_template, q) for q, _ in fitted], desc="voc: choose")
+                choices = engine.score(prompts, candidates, desc="voc: choose")  # path j of question i at i * n + j
 
         answers = []
-        for ((q, truncated), gens, ps, n_verdict), choice in zip(per_question, choices, strict=True):
-            choice_p = softmax(choice.logprobs) if choice is not None else None
+        for i, (q, truncated, path_gens, path_ps, path_tokens) in enumerate(per_question):
+            paths, prompt_tokens = [], 0
+            for j, (gens, ps, n_verdict) in enumerate(zip(path_gens, path_ps, path_tokens, strict=True)):
+                choice = choices[i * n + j]
+                choice_p = softmax(choice.logprobs) if choice is not None else None
+                probabilities = dict(zip(q.labels, self.combine(choice_p, ps), strict=True))
+                paths.append(
+                    SampleAnswer(
+                        label=chosen(q.labels, probabilities),
+                        probabilities=probabilities,
+                        completions=[g.text for g in gens],
+                        verdicts={lab: p for lab, p in zip(q.labels, ps, strict=True) if p is not None},
+                    )
+                )
+                prompt_tokens += sum(g.prompt_tokens for g in gens) + sum(n_verdict) + (choice.prompt_tokens if choice is not None else 0)
+            first = choices[i * n]
             answers.append(
-                make_answer(
+                self.answer_from_paths(
                     q,
-                    self.name,
-                    dict(zip(q.labels, self.combine(choice_p, ps), strict=True)),
-                    choice.logprobs if choice is not None else (),
+                    paths,
+                    first.logprobs if first is not None else (),
                     verifications={
                         lab: Verification(label=lab, text=g.text.strip(), verdict_probability=p)
-                        for lab, g, p in zip(q.labels, gens, ps, strict=True)
+                        for lab, g, p in zip(q.labels, path_gens[0], path_ps[0], strict=True)
                     },
-                    completions=[g.text for g in gens],
-                    prompt_tokens=sum(g.prompt_tokens for g in gens) + sum(n_verdict) + (choice.prompt_tokens if choice is not None else 0),
-                    completion_tokens=sum(g.completion_tokens for g in gens),
+                    completions=[g.text for gens in path_gens for g in gens],
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=sum(g.completion_tokens for gens in path_gens for g in gens),
                     context_truncated=truncated,
                     rounds=list(rounds),
                 )
@@ -184,6 +231,12 @@ def combine(final_rule: str, choice: Sequence[float] | None, verdicts: Sequence[
     if choice is None:
         raise ValueError("the combined rule needs the choice round's probabilities")
     return softmax([math.log(max(c, 1e-300)) + math.log(max(v, 1e-300)) for c, v in zip(choice, verdict_dist, strict=True)])
+
+
+def by_path(items: Sequence[Any], n: int) -> list[list[Any]]:
+    """One question's items, option-major with n samples per option (option l, sample j at l * n + j), as n paths of one
+    item per option: path j holds the j-th sample of every option."""
+    return [list(items[j::n]) for j in range(n)]
 
 
 def split(items: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
