@@ -57,7 +57,7 @@ from voc.prompts import Templates
 from voc.strategies import ChainOfThought, Direct, Strategy, VerificationOfChoice
 from voc.strategies.cot import TEMPLATE as COT
 from voc.strategies.voc import VERIFY
-from voc.types import Question
+from voc.types import Question, explanation_of
 
 log = logging.getLogger("finetune")
 
@@ -138,14 +138,6 @@ def mcq_training_questions(
         raise DataError(display_name(path), reason, skippable=False)
     return stratified_sample(questions, limit, seed) if limit else questions
 
-
-def explanation_of(question: Question) -> str | None:
-    """A reference explanation kept by the loader (PubMedQA's LONG_ANSWER, or an `explanation`/`exp` field)."""
-    for key in ("long_answer", "explanation", "exp"):
-        value = question.metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
 
 
 def gold_option(question: Question) -> dict[str, str]:

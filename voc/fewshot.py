@@ -17,14 +17,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voc.types import Question
+from voc.types import Question, questions_digest
 
 POOL_REFUSAL = "a few-shot pool must hold no test questions: use a training split (pubmedqa:train, medqa_train) or your own training file"
 OVERLAP_REFUSAL = "a few-shot pool must not hold the questions it is used on: use another pool (a training split) or other questions"
@@ -43,21 +42,6 @@ def check_fewshot(k: object) -> int:
     return k
 
 
-def explanation_of(question: Question) -> str | None:
-    """A reference explanation kept by the loader (PubMedQA's LONG_ANSWER, or an `explanation`/`exp` field)."""
-    for key in ("long_answer", "explanation", "exp"):
-        value = question.metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
-def pool_hash(questions: Sequence[Question]) -> str:
-    """sha256 over the pool questions' ids, contents and gold labels: the pool's identity in run fingerprints."""
-    digest = hashlib.sha256()
-    for q in questions:
-        digest.update(q.id.encode() + b"\0" + q.fingerprint().encode() + b"\0" + (q.gold or "").encode() + b"\n")
-    return digest.hexdigest()
 
 
 @dataclass
@@ -93,7 +77,7 @@ class FewShotPool:
             self._matrix = self._vectorizer.fit_transform([q.question for q in self.questions])
         except ValueError as error:  # e.g. an empty vocabulary: every question is stop words
             raise FewShotPoolError(f"few-shot pool {self.name} cannot be indexed: {error}") from None
-        self.identity = self.identity or pool_hash(self.questions)
+        self.identity = self.identity or questions_digest(self.questions)
 
     def __len__(self) -> int:
         return len(self.questions)

@@ -150,6 +150,23 @@ class Question(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def explanation_of(question: Question) -> str | None:
+    """A reference explanation kept by the loader (PubMedQA's LONG_ANSWER, or an `explanation`/`exp` field)."""
+    for key in ("long_answer", "explanation", "exp"):
+        value = question.metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def questions_digest(questions: Sequence[Question]) -> str:
+    """sha256 over the questions' ids, contents and gold labels: a question set's identity in run fingerprints."""
+    digest = hashlib.sha256()
+    for q in questions:
+        digest.update(q.id.encode() + b"\0" + q.fingerprint().encode() + b"\0" + (q.gold or "").encode() + b"\n")
+    return digest.hexdigest()
+
+
 class Verification(BaseModel):
     """The VoC strategy's check of one option: the generated text and the verdict probability."""
 

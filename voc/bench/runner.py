@@ -49,7 +49,7 @@ from voc.fewshot import FewShotPool, load_pool
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
 from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
-from voc.types import Answer, Question
+from voc.types import Answer, Question, questions_digest
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +161,6 @@ def plan_questions(config: BenchConfig) -> dict[str, list[Question]]:
     return plan
 
 
-def questions_hash(questions: Sequence[Question]) -> str:
-    digest = hashlib.sha256()
-    for q in questions:
-        digest.update(q.id.encode() + b"\0" + q.fingerprint().encode() + b"\0" + (q.gold or "").encode() + b"\n")
-    return digest.hexdigest()
-
 
 def model_identity(config: BenchConfig) -> str:
     """What names the run's model in its fingerprint: a hash of its content (voc.models.model_fingerprint) for local
@@ -199,7 +193,7 @@ def make_fingerprint(
         engine=config.engine,
         engine_options=options,
         datasets=list(plan),
-        questions={name: questions_hash(qs) for name, qs in plan.items()},
+        questions={name: questions_digest(qs) for name, qs in plan.items()},
         limit=config.limit,
         seed=config.seed,
         params=config.params().model_dump(mode="json", exclude={"n"}),  # the number of paths is `samples`

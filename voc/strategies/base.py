@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from voc.engines.base import Engine, PromptTooLongError, SamplingParams, softmax
-from voc.fewshot import FewShot, explanation_of
+from voc.fewshot import FewShot
 from voc.prompts import TemplateBlockError, Templates
 from voc.selfconsistency import majority_vote, mean_probabilities
-from voc.types import Answer, Question, SampleAnswer
+from voc.types import Answer, Question, SampleAnswer, explanation_of
 
 CANDIDATE_ROOM = 8  # tokens kept free for a scored candidate such as " A"
 TRUNCATION_MARK = " ..."  # ends a shortened context, so the model sees that text is missing

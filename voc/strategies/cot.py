@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from voc.engines.base import ChatPrompt, Continuation, Engine
-from voc.fewshot import explanation_of
 from voc.selfconsistency import chosen
 from voc.strategies.base import CANDIDATE_ROOM, Strategy, gold_of, label_probabilities
-from voc.types import Answer, Question, SampleAnswer
+from voc.types import Answer, Question, SampleAnswer, explanation_of
 
 TEMPLATE = "cot.jinja"
 TARGET = "cot_target.jinja"  # the reasoning a worked example shows (also fine-tuning's target)

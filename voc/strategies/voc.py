@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
-from voc.fewshot import FewShot, explanation_of
+from voc.fewshot import FewShot
 from voc.prompts import Templates
 from voc.selfconsistency import chosen
 from voc.strategies.base import CANDIDATE_ROOM, Strategy, gold_of
-from voc.types import Answer, Question, SampleAnswer, Verification
+from voc.types import Answer, Question, SampleAnswer, Verification, explanation_of
 
 VERIFY = "voc_verify.jinja"
 VERIFY_TARGET = "voc_verify_target.jinja"  # the verifications a worked example shows (also fine-tuning's targets)
