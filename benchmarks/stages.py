@@ -9,10 +9,12 @@
    model, VoC's final rule is the one with the best mean dev accuracy, and the model's best strategy is chosen the
    same way. The test splits play no part in any choice;
 3. test: each model on the full PubMedQA test split (500) and on MedQA-4 (all 1273, or a label-stratified
-   --medqa-limit) with direct, cot and voc under its dev-chosen rule;
+   --medqa-limit) with direct, cot and voc under its dev-chosen rule. A rule depends only on the rounds VoC ran, so
+   when a test run made under an earlier choice holds the rounds the chosen rule needs, the rule's answers are
+   recomputed from its records (voc.bench.metrics.under_final_rule); otherwise voc alone runs again under it;
 4. the table: report.md and results.json in --out (accuracy with 95% CI, macro-F1, paired differences of voc
-   against direct and cot with CI and McNemar p, wall time), copied with every test run's report.md and
-   results.json (not the records) to --results.
+   against direct and cot with CI and McNemar p, wall time: for voc, of the rounds its rule needs), copied with
+   every test run's report.md and results.json (not the records) to --results.
 
 Every evaluation is a `voc bench` run folder under --out, so an interrupted ablation resumes where it stopped.
 """
@@ -41,13 +43,14 @@ from voc.bench.metrics import (  # noqa: E402
     final_rule_accuracy,
     paired_comparison,
     strategy_result,
+    under_final_rule,
 )
 from voc.bench.records import latest_by_key  # noqa: E402
 from voc.bench.report import ci_text, p_text, pct, table  # noqa: E402
 from voc.bench.runner import BenchConfig, RunFolder, describe_hardware, run_bench  # noqa: E402
 from voc.engines import make_engine  # noqa: E402
 from voc.models import resolve_model  # noqa: E402
-from voc.strategies.voc import FINAL_RULES  # noqa: E402
+from voc.strategies.voc import FINAL_RULES, rule_rounds  # noqa: E402
 
 log = logging.getLogger("stages")
 STRATEGIES = ("direct", "cot", "voc")
@@ -91,9 +94,12 @@ def models_of(config: Any) -> list[Model]:
     return models
 
 
-def bench(model: Model, engine: Any, out: Path, datasets: list[str], limit: int | None, args: argparse.Namespace, rule: str) -> Path:
+def bench(
+    model: Model, engine: Any, out: Path, datasets: list[str], limit: int | None, args: argparse.Namespace, rule: str,
+    strategies: tuple[str, ...] = STRATEGIES,
+) -> Path:
     config = BenchConfig(
-        model=model.path, engine=args.engine, datasets=datasets, strategies=list(STRATEGIES), limit=limit,
+        model=model.path, engine=args.engine, datasets=datasets, strategies=list(strategies), limit=limit,
         max_tokens=args.max_tokens, final_rule=rule, out=str(out),
     )  # fmt: skip
     run_bench(config, engine=engine, progress=not args.no_progress, command=sys.argv)
@@ -102,6 +108,23 @@ def bench(model: Model, engine: Any, out: Path, datasets: list[str], limit: int 
 
 def records(folder: Path) -> list[Any]:
     return list(latest_by_key(RunFolder(folder).records.load(repair=False)).values())
+
+
+def run_rule(folder: Path) -> str | None:
+    """The final rule of the run in `folder` (None when there is none yet)."""
+    fingerprint = RunFolder(folder).read_fingerprint() if folder.is_dir() else None
+    return fingerprint.final_rule if fingerprint is not None else None
+
+
+def voc_folder(test_folder: Path, rule: str) -> Path:
+    return test_folder.with_name(f"{test_folder.name}-voc-{rule}")
+
+
+def voc_records(test_folder: Path, rule: str) -> list[Any]:
+    """VoC's test records answered under `rule`: recomputed from the test run's rounds when they hold what the rule
+    needs (voc.bench.metrics.under_final_rule), else from the voc run made under that rule."""
+    answered = under_final_rule([r for r in records(test_folder) if r.strategy == "voc"], rule)
+    return answered if answered is not None else under_final_rule(records(voc_folder(test_folder, rule)), rule) or []
 
 
 def dev_choice(folder: Path) -> dict[str, Any]:
@@ -138,9 +161,14 @@ def evaluate(model: Model, args: argparse.Namespace) -> dict[str, Any]:
         choice["seconds"] = round(time.perf_counter() - clock, 1)
         (out / "dev-choice.json").write_text(json.dumps(choice, indent=2))
         log.info("%s: dev-chosen VoC rule %s, best strategy %s", model.name, choice["voc_rule"], choice["best_strategy"])
+        rule = choice["voc_rule"]
         for dataset in TEST_SETS:
             limit = args.medqa_limit if dataset == "medqa" else args.pubmedqa_limit
-            bench(model, engine, out / "test" / dataset, [dataset], limit, args, choice["voc_rule"])
+            folder = out / "test" / dataset
+            ran = run_rule(folder) or rule  # a run started under an earlier dev choice is completed as it began
+            bench(model, engine, folder, [dataset], limit, args, ran)
+            if not set(rule_rounds(rule)) <= set(rule_rounds(ran)):  # its voc records lack a round the chosen rule needs
+                bench(model, engine, voc_folder(folder, rule), [dataset], limit, args, rule, strategies=("voc",))
     finally:
         engine.close()
     return choice
@@ -178,9 +206,12 @@ def summarise(models: list[Model], choices: dict[str, dict[str, Any]], args: arg
     outcomes: dict[tuple[str, str, str], dict[str, bool]] = {}
     for model in models:
         for dataset in TEST_SETS:
-            items = records(args.out / model.name / "test" / dataset)
+            folder = args.out / model.name / "test" / dataset
+            items = records(folder)
             for strategy in STRATEGIES:
                 mine = [r for r in items if r.strategy == strategy]
+                if strategy == "voc":
+                    mine = voc_records(folder, choices[model.name]["voc_rule"])
                 result = strategy_result(dataset, strategy, mine)
                 rule = choices[model.name]["voc_rule"] if strategy == "voc" else None
                 outcomes[model.name, dataset, strategy] = {r.question_id: r.label == r.gold for r in mine if r.ok}

@@ -11,6 +11,7 @@ import pytest
 from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores
 from voc.prompts import Templates
 from voc.strategies import VerificationOfChoice, make_strategy
+from voc.strategies.voc import combine, position_prior
 from voc.types import Question
 
 QUESTIONS = [
@@ -106,13 +107,29 @@ def test_voc_verifies_each_option_once_in_one_batch_then_scores_verdicts_and_cho
 
 def test_voc_final_rules_combine_choice_and_verdicts() -> None:
     choice, verdicts = [0.6, 0.3, 0.1], [0.2, 0.9, 0.1]
-    assert VerificationOfChoice(final_rule="choice").combine(choice, verdicts) == choice
-    assert VerificationOfChoice(final_rule="verdicts").combine(choice, verdicts) == pytest.approx([0.2 / 1.2, 0.9 / 1.2, 0.1 / 1.2])
-    combined = VerificationOfChoice(final_rule="combined").combine(choice, verdicts)
+    assert combine("choice", choice, verdicts) == choice
+    assert combine("verdicts", choice, verdicts) == pytest.approx([0.2 / 1.2, 0.9 / 1.2, 0.1 / 1.2])
+    combined = combine("combined", choice, verdicts)
     products = [c * v for c, v in zip(choice, verdicts, strict=True)]
     assert combined == pytest.approx([p / sum(products) for p in products])
     with pytest.raises(ValueError, match="unknown final rule 'vote'"):
         VerificationOfChoice(final_rule="vote")  # type: ignore[arg-type]
+
+
+def test_calibrated_verdicts_divide_out_the_batch_position_bias() -> None:
+    """A model that calls option A correct more readily than B or C, whatever the question: dividing each position's
+    normalised verdict by its batch mean leaves the content, so a B that is judged better than usual wins."""
+    batch = [[0.9, 0.5, 0.4]] * 7 + [[0.9, 0.8, 0.1]]  # 8 questions: A is always judged highly
+    prior = position_prior(batch)
+    assert prior is not None and prior[0] == pytest.approx((7 * 0.9 / 1.8 + 0.9 / 1.8) / 8)
+    assert prior[1] == pytest.approx((7 * 0.5 / 1.8 + 0.8 / 1.8) / 8)
+    last = combine("calibrated_verdicts", None, batch[-1], prior)
+    assert last.index(max(last)) == 1  # B, though A's raw verdict is higher
+    assert combine("verdicts", None, batch[-1]).index(max(combine("verdicts", None, batch[-1]))) == 0
+    expected = [v / 1.8 / p for v, p in zip(batch[-1], prior, strict=True)]
+    assert last == pytest.approx([e / sum(expected) for e in expected])
+    assert position_prior(batch[:7]) is None  # too few questions: plain verdicts
+    assert combine("calibrated_verdicts", None, batch[-1], None) == combine("verdicts", None, batch[-1])
 
 
 @pytest.mark.parametrize(
@@ -122,6 +139,7 @@ def test_voc_final_rules_combine_choice_and_verdicts() -> None:
         ("choice", "full", ["verify", "choose"]),
         ("combined", "full", ["verify", "verdict", "choose"]),
         ("choice", "compact", ["verify", "verdict", "choose"]),  # the compact prompt shows the verdicts
+        ("calibrated_verdicts", "full", ["verify", "verdict"]),
     ],
 )
 def test_voc_runs_only_the_rounds_its_final_rule_uses(engine: RecordingEngine, final_rule: str, choose_prompt: str, rounds: list) -> None:
@@ -176,10 +194,10 @@ def test_final_rule_accuracy_recomputes_each_rule_from_stored_records() -> None:
     from voc.bench.metrics import final_rule_accuracy
     from voc.bench.records import ResultRecord, VerificationRecord
 
-    def record(qid: str, gold: str, choice: list[float], verdicts: list[float]) -> ResultRecord:
+    def record(qid: str, gold: str, choice: list[float], verdicts: list[float], chunk: int = 0) -> ResultRecord:
         labels = ["A", "B", "C"]
         return ResultRecord(
-            question_id=qid, dataset="d", strategy="voc", labels=labels, gold=gold, label="A",
+            question_id=qid, dataset="d", strategy="voc", labels=labels, gold=gold, label="A", chunk=chunk,
             choice_logprobs={lab: math.log(p) for lab, p in zip(labels, choice, strict=True)},
             verifications={lab: VerificationRecord(text="", verdict_probability=v) for lab, v in zip(labels, verdicts, strict=True)},
         )  # fmt: skip
@@ -189,9 +207,41 @@ def test_final_rule_accuracy_recomputes_each_rule_from_stored_records() -> None:
         record("2", "B", [0.5, 0.4, 0.1], [0.5, 0.6, 0.5]),  # choice A, verdicts B, combined 0.156 : 0.150 : 0.031 -> A
         record("3", "C", [0.5, 0.1, 0.4], [0.1, 0.1, 0.8]),  # choice A, verdicts C, combined 0.05 : 0.01 : 0.32 -> C
     ]
-    assert final_rule_accuracy(records) == pytest.approx({"choice": 1 / 3, "verdicts": 2 / 3, "combined": 1 / 3})
+    # three questions in a call are too few for position means: calibrated_verdicts is plain verdicts
+    expected = {"choice": 1 / 3, "verdicts": 2 / 3, "combined": 1 / 3, "calibrated_verdicts": 2 / 3}
+    assert final_rule_accuracy(records) == pytest.approx(expected)
     no_verdicts = records[0].model_copy(update={"verifications": {}})
-    assert final_rule_accuracy([no_verdicts]) == {"choice": None, "verdicts": None, "combined": None}
+    assert final_rule_accuracy([no_verdicts]) == {"choice": None, "verdicts": None, "combined": None, "calibrated_verdicts": None}
+    # a call of 8 questions whose verdicts always favour A (see test_calibrated_verdicts_...): calibrated, 7 x C and 1 x B
+    uniform = [1 / 3] * 3
+    biased = [record(f"c{i}", "C", uniform, [0.9, 0.5, 0.4], chunk=5) for i in range(7)]
+    biased.append(record("b", "B", uniform, [0.9, 0.8, 0.1], chunk=5))
+    rules = final_rule_accuracy(biased)
+    assert rules["verdicts"] == 0.0 and rules["calibrated_verdicts"] == 1.0
+    # position means come from each record's own call: the same 8 records split over two calls are 4 + 4, too few
+    split_calls = [r.model_copy(update={"chunk": i % 2}) for i, r in enumerate(biased)]
+    assert final_rule_accuracy(split_calls)["calibrated_verdicts"] == 0.0
+
+
+def test_under_final_rule_answers_from_the_stored_rounds_or_says_it_cannot() -> None:
+    from voc.bench.metrics import under_final_rule
+    from voc.bench.records import ResultRecord, VerificationRecord
+
+    labels = ["A", "B", "C"]
+    verdicts_run = ResultRecord(
+        question_id="1", dataset="d", strategy="voc", labels=labels, gold="B", label="B", correct=True,
+        probabilities={"A": 0.2, "B": 0.7, "C": 0.1}, round_seconds={"verify": 3.0, "verdict": 0.5}, seconds=3.6,
+        verifications={lab: VerificationRecord(text="", verdict_probability=v) for lab, v in zip(labels, [0.2, 0.7, 0.1], strict=True)},
+    )  # fmt: skip
+    assert under_final_rule([verdicts_run], "choice") is None  # no choice round was run
+    (same,) = under_final_rule([verdicts_run], "verdicts") or []
+    assert same.label == "B" and same.correct and same.seconds == 3.5  # the rounds the rule needs
+    choice_logprobs = {"A": math.log(0.8), "B": math.log(0.1), "C": math.log(0.1)}
+    rounds = {"verify": 3.0, "verdict": 0.5, "choose": 2.0}
+    combined_run = verdicts_run.model_copy(update={"choice_logprobs": choice_logprobs, "round_seconds": rounds})
+    (choice,) = under_final_rule([combined_run], "choice") or []
+    assert choice.label == "A" and choice.correct is False and choice.seconds == 5.0
+    assert choice.probabilities["A"] == pytest.approx(0.8)
 
 
 def test_verification_tokens_bound_each_verification(engine: RecordingEngine) -> None:

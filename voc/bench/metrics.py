@@ -143,27 +143,50 @@ def position_distribution(positions: Sequence[int], n_options: int) -> list[floa
     return [counts.get(i, 0) / total if total else 0.0 for i in range(n_options)]
 
 
+def under_final_rule(records: Sequence[ResultRecord], rule: str) -> list[ResultRecord] | None:
+    """VoC's records as the final rule `rule` answers them, from the rounds they stored: label, probabilities and
+    `correct` recomputed, `seconds` the time of the rounds the rule needs. None when a record that was answered lacks
+    a round the rule needs (a `verdicts` run has no choice round). `calibrated_verdicts` takes its position means over
+    each record's chunk (the questions of one strategy call, as in the run). Ties go to the earlier option."""
+    from voc.engines.base import softmax
+    from voc.strategies.voc import combine, position_prior, rule_rounds
+
+    def verdicts(r: ResultRecord) -> list[float | None]:
+        return [r.verifications[lab].verdict_probability if r.verifications.get(lab) else None for lab in r.labels]
+
+    needs = rule_rounds(rule)
+    answered = [r for r in records if r.ok]
+    def lacks(r: ResultRecord) -> bool:
+        return ("verdict" in needs and None in verdicts(r)) or ("choose" in needs and set(r.choice_logprobs) != set(r.labels))
+
+    if any(lacks(r) for r in answered):
+        return None
+    chunks: dict[int, list[list[float | None]]] = {}
+    for r in answered:
+        chunks.setdefault(r.chunk, []).append(verdicts(r))
+    priors = {chunk: position_prior(batch) for chunk, batch in chunks.items()} if "verdict" in needs else {}
+    result = []
+    for r in records:
+        if not r.ok:
+            result.append(r)
+            continue
+        choice = softmax([r.choice_logprobs[lab] for lab in r.labels]) if "choose" in needs else None
+        probabilities = dict(zip(r.labels, combine(rule, choice, verdicts(r), priors.get(r.chunk)), strict=True))
+        label = max(r.labels, key=lambda lab: probabilities[lab])  # the first of equal maxima
+        seconds = sum(r.round_seconds.get(name, 0.0) for name in needs) if r.round_seconds else r.seconds
+        correct = label == r.gold if r.gold is not None else None
+        result.append(r.model_copy(update={"label": label, "probabilities": probabilities, "correct": correct, "seconds": seconds}))
+    return result
+
+
 def final_rule_accuracy(records: Sequence[ResultRecord]) -> dict[str, float | None]:
     """Accuracy of each VoC final rule recomputed from the same records (those that stored both the choice round's
     label scores and every verdict probability, i.e. runs with the `combined` rule): how the rules compare without
-    generating again. Ties go to the earlier option, as in the strategy."""
-    from voc.engines.base import softmax
-    from voc.strategies.voc import FINAL_RULES, combine
+    generating again (`under_final_rule`)."""
+    from voc.strategies.voc import FINAL_RULES
 
-    usable = [
-        r for r in records
-        if r.ok and r.gold is not None and set(r.choice_logprobs) == set(r.labels)
-        and all(r.verifications.get(lab) and r.verifications[lab].verdict_probability is not None for lab in r.labels)
-    ]  # fmt: skip
-    result: dict[str, float | None] = {}
-    for rule in FINAL_RULES:
-        correct = []
-        for r in usable:
-            choice = softmax([r.choice_logprobs[lab] for lab in r.labels])
-            probabilities = combine(rule, choice, [r.verifications[lab].verdict_probability for lab in r.labels])
-            correct.append(r.labels[probabilities.index(max(probabilities))] == r.gold)
-        result[rule] = accuracy(correct)
-    return result
+    usable = [r for r in records if r.ok and r.gold is not None and under_final_rule([r], "combined") is not None]
+    return {rule: accuracy([bool(r.correct) for r in under_final_rule(usable, rule) or []]) for rule in FINAL_RULES}
 
 
 # --- calibration and selective answering ---------------------------------------------------------------------

@@ -35,9 +35,10 @@ VERIFY = "voc_verify.jinja"
 VERIFY_TARGET = "voc_verify_target.jinja"  # the verifications a worked example shows (also fine-tuning's targets)
 CHOOSE = "voc_choose.jinja"
 CHOOSE_TEMPLATES = {"full": CHOOSE, "compact": "voc_choose_compact.jinja"}
-FinalRule = Literal["choice", "verdicts", "combined"]
+FinalRule = Literal["choice", "verdicts", "combined", "calibrated_verdicts"]
 ChoosePrompt = Literal["full", "compact"]
-FINAL_RULES: tuple[str, ...] = ("choice", "verdicts", "combined")
+FINAL_RULES: tuple[str, ...] = ("choice", "verdicts", "combined", "calibrated_verdicts")
+MIN_CALIBRATION_BATCH = 8  # calibrated_verdicts: fewer questions in one call give no reliable position means (plain verdicts)
 CHOOSE_PROMPTS: tuple[str, ...] = tuple(CHOOSE_TEMPLATES)
 VERIFICATION_OVERHEAD = 24  # tokens the choose template adds around each verification
 
@@ -70,9 +71,7 @@ class VerificationOfChoice(Strategy):
     @property
     def rounds(self) -> tuple[str, ...]:
         """The rounds this final rule and choose prompt need, in order."""
-        choose = self.final_rule in ("choice", "combined")
-        verdict = self.final_rule in ("verdicts", "combined") or (choose and self.choose_prompt_style == "compact")
-        return ("verify", *(("verdict",) if verdict else ()), *(("choose",) if choose else ()))
+        return rule_rounds(self.final_rule, self.choose_prompt_style)
 
     def verify_prompt(self, question: Question, label: str) -> ChatPrompt:
         option = {"label": label, "text": question.options[label]}
@@ -157,6 +156,7 @@ class VerificationOfChoice(Strategy):
                 fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True
             )
         ]
+        prior = position_prior([ps for _, _, _, path_ps, _ in per_question for ps in path_ps]) if self.final_rule == CALIBRATED else None
         choices: list[Any] = [None] * (len(fitted) * n)
         if "choose" in rounds:
             prompts = [
@@ -174,7 +174,7 @@ class VerificationOfChoice(Strategy):
             for j, (gens, ps, n_verdict) in enumerate(zip(path_gens, path_ps, path_tokens, strict=True)):
                 choice = choices[i * n + j]
                 choice_p = softmax(choice.logprobs) if choice is not None else None
-                probabilities = dict(zip(q.labels, self.combine(choice_p, ps), strict=True))
+                probabilities = dict(zip(q.labels, combine(self.final_rule, choice_p, ps, prior), strict=True))
                 paths.append(
                     SampleAnswer(
                         label=chosen(q.labels, probabilities),
@@ -209,25 +209,59 @@ class VerificationOfChoice(Strategy):
         text = generation.text.strip()
         return {"label": label, "option_text": question.options[label], "text": text, "verdict_probability": verdict_probability}
 
-    def combine(self, choice: Sequence[float] | None, verdicts: Sequence[float | None]) -> list[float]:
-        """The final distribution over options under `final_rule` (from the rounds it ran)."""
-        return combine(self.final_rule, choice, verdicts)
+
+CALIBRATED = "calibrated_verdicts"
 
 
-def combine(final_rule: str, choice: Sequence[float] | None, verdicts: Sequence[float | None]) -> list[float]:
+def rule_rounds(final_rule: str, choose_prompt: str = "full") -> tuple[str, ...]:
+    """The rounds a final rule needs, in order (the compact choose prompt shows the verdicts, so it needs them too)."""
+    choose = final_rule in ("choice", "combined")
+    verdict = final_rule != "choice" or choose_prompt == "compact"
+    return ("verify", *(("verdict",) if verdict else ()), *(("choose",) if choose else ()))
+
+
+def normalised(verdicts: Sequence[float]) -> list[float]:
+    total = sum(verdicts)
+    return [v / total for v in verdicts] if total > 0 else [1 / len(verdicts)] * len(verdicts)
+
+
+def position_prior(batch: Sequence[Sequence[float | None]]) -> list[float] | None:
+    """How readily the model calls the option at each position correct in this batch: the mean, over the batch's
+    questions, of the verdicts normalised over each question's options (position i over the questions that have an
+    i-th option). None when the batch has fewer than MIN_CALIBRATION_BATCH questions or a verdict is missing."""
+    if len(batch) < MIN_CALIBRATION_BATCH or any(v is None for verdicts in batch for v in verdicts):
+        return None
+    sums: list[float] = []
+    counts: list[int] = []
+    for verdicts in batch:
+        for i, v in enumerate(normalised([float(v) for v in verdicts if v is not None])):
+            if i == len(sums):
+                sums.append(0.0)
+                counts.append(0)
+            sums[i] += v
+            counts[i] += 1
+    return [total / count for total, count in zip(sums, counts, strict=True)]
+
+
+def combine(
+    final_rule: str, choice: Sequence[float] | None, verdicts: Sequence[float | None], prior: Sequence[float] | None = None
+) -> list[float]:
     """The final distribution over options: the choice round's (`choice`), the verdicts normalised over the options
-    (`verdicts`) or their normalised product (`combined`). A rule's inputs must have been computed."""
+    (`verdicts`), their normalised product (`combined`), or the normalised verdicts divided by the batch's mean at
+    each option position (`calibrated_verdicts`, with `prior` from `position_prior`; without one, plain verdicts).
+    A rule's inputs must have been computed."""
     if final_rule == "choice":
         if choice is None:
             raise ValueError("the choice rule needs the choice round's probabilities")
         return list(choice)
     if any(v is None for v in verdicts):
         raise ValueError(f"the {final_rule} rule needs every option's verdict probability")
-    known = [float(v) for v in verdicts if v is not None]
-    total = sum(known)
-    verdict_dist = [v / total for v in known] if total > 0 else [1 / len(known)] * len(known)
-    if final_rule == "verdicts":
+    verdict_dist = normalised([float(v) for v in verdicts if v is not None])
+    if final_rule == "verdicts" or (final_rule == CALIBRATED and prior is None):
         return verdict_dist
+    if final_rule == CALIBRATED:
+        assert prior is not None
+        return normalised([v / max(p, 1e-12) for v, p in zip(verdict_dist, prior, strict=False)])
     if choice is None:
         raise ValueError("the combined rule needs the choice round's probabilities")
     return softmax([math.log(max(c, 1e-300)) + math.log(max(v, 1e-300)) for c, v in zip(choice, verdict_dist, strict=True)])
