@@ -29,8 +29,10 @@ class VoC:
     `engine`: "hf", "vllm", "openai", or an already started `Engine` (to share one between strategies).
     `strategy`: "voc" (Verification-of-Choice), "cot" or "direct".
     `params`: how to generate (max_tokens, temperature, seed, ...); greedy by default.
-    `final_rule`: for voc, how to combine the choice round and the verdicts ("combined", "choice", "verdicts");
-    only the rounds the rule needs are run.
+    `final_rule`: for voc, how to combine the choice round and the verdicts ("combined", "choice", "verdicts", or
+    "calibrated_verdicts": the verdicts with the model's lean towards each option position divided out, measured over
+    the questions of one `answer_batch` call of at least 8 questions; plain verdicts for fewer); only the rounds the
+    rule needs are run.
     `choose_prompt`: for voc, what the choice round shows: "full" verifications or "compact" (each verdict and the
     start of its verification: a much shorter prompt).
     `verification_tokens`: for voc, the budget of each verification (default: `params.max_tokens`).
