@@ -286,6 +286,16 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def copy_reports(models: list[Model], args: argparse.Namespace) -> None:
+    """Each test run's report.md and results.json (not its records) to --results/<model>/<run>-<file>."""
+    for model in models:
+        for folder in sorted((args.out / model.name / "test").glob("*")):
+            for file in ("results.json", "report.md"):
+                if (folder / file).is_file():
+                    (args.results / model.name).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(folder / file, args.results / model.name / f"{folder.name}-{file}")
+
+
 def sample_text(limit: int | None) -> str:
     return f"a label-stratified sample of {limit}" if limit else "all"
 
@@ -314,13 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     for file in ("results.json", "report.md"):
         shutil.copy(args.out / file, args.results / file)
-    for model in models:
-        for dataset in TEST_SETS:
-            for file in ("results.json", "report.md"):
-                source = args.out / model.name / "test" / dataset / file
-                if source.is_file():
-                    (args.results / model.name).mkdir(exist_ok=True)
-                    shutil.copy(source, args.results / model.name / f"{dataset}-{file}")
+    copy_reports(models, args)
     print(markdown(results))
     return 0
 
