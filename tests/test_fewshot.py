@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.text_engine import TextEngine
 from voc import VoC
 from voc.engines.base import ChatPrompt, Continuation, Engine, Generation, SamplingParams, Scores
 from voc.fewshot import FewShot, FewShotPool, FewShotPoolError, load_pool
@@ -159,7 +160,7 @@ def test_a_template_folder_changes_the_examples_and_one_without_them_is_refused(
         make_strategy("direct", Templates(old), fewshot=FewShot(pool, 1))
 
 
-class ScriptedEngine(Engine):
+class ScriptedEngine(TextEngine):
     """Counts the prompts of each call; generates `path <j>` and prefers the first candidate."""
 
     max_model_len = 100_000
@@ -180,14 +181,6 @@ class ScriptedEngine(Engine):
         self.calls.append(("score", len(prompts)))
         self.prompts += [self.render(p) for p in prompts]
         return [Scores([-float(j) for j in range(len(c))], prompt_tokens=3) for c in candidates]
-
-    def render(self, prompt: ChatPrompt | Continuation) -> str:
-        if isinstance(prompt, Continuation):
-            return self.render(prompt.prompt) + prompt.generation.text + prompt.text
-        return "\n".join(m["content"] for m in prompt.messages) + prompt.response_prefix
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
 
 @pytest.mark.parametrize("strategy", ["direct", "cot", "voc"])

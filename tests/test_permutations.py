@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from tests.text_engine import TextEngine
 from voc import VoC
 from voc.bench import metrics
 from voc.bench.runner import answer_record
-from voc.engines.base import ChatPrompt, Continuation, Engine, Generation, SamplingParams, Scores
+from voc.engines.base import ChatPrompt, Continuation, Generation, SamplingParams, Scores
 from voc.permutations import check_permutations, ensemble, map_back, orderings, original_label, permute
 from voc.types import Answer, Question
 
@@ -82,7 +83,7 @@ def test_ensemble_averages_the_mapped_back_probabilities() -> None:
 OPTION_LINE = re.compile(r"^([A-Z])\. (.+)$", re.MULTILINE)
 
 
-class FakeEngine(Engine):
+class FakeEngine(TextEngine):
     """Renders prompts as plain text, generates nothing and counts the prompts of each call."""
 
     max_model_len = 100_000
@@ -103,14 +104,6 @@ class FakeEngine(Engine):
 
     def logprobs(self, text: str, candidates: list[str]) -> list[float]:
         raise NotImplementedError
-
-    def render(self, prompt: ChatPrompt | Continuation) -> str:
-        if isinstance(prompt, Continuation):
-            return self.render(prompt.prompt) + prompt.generation.text + prompt.text
-        return "\n".join(m["content"] for m in prompt.messages) + prompt.response_prefix
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
 
 class PositionEngine(FakeEngine):

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.text_engine import TextEngine
 from voc import VoC
 from voc.bench import metrics
 from voc.bench.runner import answer_record
-from voc.engines.base import ChatPrompt, Continuation, Engine, Generation, SamplingParams, Scores, sample_seed
+from voc.engines.base import ChatPrompt, Continuation, Generation, SamplingParams, Scores, sample_seed
 from voc.engines.hf import HFEngine
 from voc.selfconsistency import agreement, check_samples, majority_vote, mean_probabilities
 from voc.strategies import make_strategy
@@ -86,7 +87,7 @@ def test_mean_and_majority_on_hand_made_paths() -> None:
     assert agreement(["B", "B", "A"], "B") == pytest.approx(2 / 3)
 
 
-class ScriptedEngine(Engine):
+class ScriptedEngine(TextEngine):
     """Generates `path <j>` for sample j of every prompt and scores each candidate by the path it follows:
     `script[j]` maps an option label (the candidate's text) to a log-probability; verdict candidates tie."""
 
@@ -111,14 +112,6 @@ class ScriptedEngine(Engine):
             path = int(text.rsplit("path ", 1)[1][0]) if "path " in text else 0
             results.append(Scores([self.script.get(path, {}).get(c.strip(), 0.0) for c in cands], prompt_tokens=3))
         return results
-
-    def render(self, prompt: ChatPrompt | Continuation) -> str:
-        if isinstance(prompt, Continuation):
-            return self.render(prompt.prompt) + prompt.generation.text + prompt.text
-        return "\n".join(m["content"] for m in prompt.messages) + prompt.response_prefix
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
 
 # path 0 and 1 lean to B (0.6), path 2 is sure of A (0.99): mean A 0.597, majority B

@@ -69,8 +69,8 @@ def training_text() -> list[str]:
         for q in questions:
             for block_file in strategy.template_files:
                 template = templates.get(block_file)
-                for block in template.blocks:
-                    variables = {"question": q, "option": {"label": "A", "text": q.options["A"]}, "label": "B",
+                for block in (b for b in template.blocks if b != "example"):  # few-shot examples: no new vocabulary
+                    variables = {"question": q, "option": {"label": "A", "text": q.options["A"]}, "label": "B", "examples": [],
                                  "verifications": [{"label": k, "option_text": v, "text": "It fits."} for k, v in q.options.items()]}
                     lines += templates.block(block_file, block, **variables).splitlines()
     lines += ["The patient was treated with insulin and the verdict is correct.", "Evidence against option B: it is incorrect."] * 3
