@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voc.types import Question, questions_digest
+from voc.types import Question, questions_digest, whole_number
 
 POOL_REFUSAL = "a few-shot pool must hold no test questions: use a training split (pubmedqa:train, medqa_train) or your own training file"
 OVERLAP_REFUSAL = "a few-shot pool must not hold the questions it is used on: use another pool (a training split) or other questions"
@@ -35,11 +35,7 @@ class FewShotPoolError(ValueError):
 
 def check_fewshot(k: object) -> int:
     """`k` as a number of examples; a one-line error unless it is an int of at least 0."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"fewshot must be a whole number of examples, got {k!r}")
-    if k < 0:
-        raise ValueError(f"fewshot must be 0 (no examples) or more, got {k}")
-    return k
+    return whole_number("fewshot", k, 0, "examples", "0 (no examples) or more")
 
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from voc.selfconsistency import majority_vote
-from voc.types import Answer, OrderingAnswer, Question, SampleAnswer
+from voc.types import Answer, OrderingAnswer, Question, SampleAnswer, whole_number
 
 T = TypeVar("T")
 Order = tuple[int, ...]
@@ -27,11 +27,7 @@ Order = tuple[int, ...]
 
 def check_permutations(k: object) -> int:
     """`k` as a number of orderings; a one-line error unless it is an int of at least 1."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"permutations must be a whole number of orderings, got {k!r}")
-    if k < 1:
-        raise ValueError(f"permutations must be at least 1 (1 asks each question in its given order only), got {k}")
-    return k
+    return whole_number("permutations", k, 1, "orderings", "at least 1 (1 asks each question in its given order only)")
 
 
 def orderings(n: int, k: int, seed: int = 0) -> list[Order]:

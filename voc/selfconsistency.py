@@ -14,14 +14,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from voc.types import whole_number
+
 
 def check_samples(n: object) -> int:
     """`n` as a number of paths; a one-line error unless it is an int of at least 1."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"samples must be a whole number of paths, got {n!r}")
-    if n < 1:
-        raise ValueError(f"samples must be at least 1 (1 is one greedy or sampled path, as without self-consistency), got {n}")
-    return n
+    return whole_number("samples", n, 1, "paths", "at least 1 (1 is one greedy or sampled path, as without self-consistency)")
 
 
 def chosen(labels: Sequence[str], probabilities: Mapping[str, float]) -> str:

@@ -150,6 +150,15 @@ class Question(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def whole_number(name: str, value: object, minimum: int, unit: str, too_small: str) -> int:
+    """`value` as a count of `unit`s; a one-line TypeError unless it is an int, ValueError (`too_small`) below `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of {unit}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {too_small}, got {value}")
+    return value
+
+
 def explanation_of(question: Question) -> str | None:
     """A reference explanation kept by the loader (PubMedQA's LONG_ANSWER, or an `explanation`/`exp` field)."""
     for key in ("long_answer", "explanation", "exp"):
