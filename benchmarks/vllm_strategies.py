@@ -4,13 +4,17 @@ One engine is started and shared; before each strategy vLLM's prefix cache is em
 strategy's hit rate counts only the reuse within its own rounds (VoC's per-option prompts share
 the context and question). A strategy is `direct`, `cot`, `voc` or a VoC variant
 `voc:FINAL_RULE[:compact][@TOKENS]` (for example `voc:verdicts`, `voc:choice:compact`, `voc:verdicts@128`
-for verifications of at most 128 tokens): each runs only the rounds its final rule needs. Prints each variant's
-wall time against `cot`'s; `--out` writes JSON.
+for verifications of at most 128 tokens): each runs only the rounds its final rule needs. Any of them may end in
+`+permK` (asked under K option orderings, `--permutations K`) or `+samplesN` (N self-consistency paths at
+`--sample-temperature`, `--samples N`): `cot+samples5` against `cot+samples1` is the cost of five paths, `voc+perm3`
+against `voc` the cost of three orderings. Prints each variant's wall time against `cot`'s; `--out` writes JSON.
 
 Examples:
     python benchmarks/vllm_strategies.py --limit 6 --max-tokens 32            # CPU, embedded SmolLM2-135M
     python benchmarks/vllm_strategies.py --preset realistic --model "$(../shared/tools/bench-model-qwen-coder-0.5b.sh | tail -1)"
     python benchmarks/vllm_strategies.py --preset realistic --engine hf --model FOLDER --random-weights   # GPU, no weights to carry
+    python benchmarks/vllm_strategies.py --limit 100 --strategies direct direct+perm3 cot cot+perm3 voc:verdicts voc:verdicts+perm3 \
+        cot+samples1 cot+samples5 voc:verdicts+samples1 voc:verdicts+samples5           # what permutations and samples cost
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from voc.datasets import DATASETS, load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import SamplingParams  # noqa: E402
+from voc.permutations import answer_permuted  # noqa: E402
 from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, Strategy, make_strategy  # noqa: E402
+from voc.types import Answer, Question  # noqa: E402
 
 # The realistic preset (issue: VoC's cost at realistic settings): a larger model, long verifications, two datasets.
 REALISTIC = {
@@ -38,6 +45,36 @@ REALISTIC = {
     "max_tokens": 256,
     "strategies": ["cot", "voc:verdicts", "voc:choice", "voc:combined", "voc:choice:compact", "voc:combined:compact"],
 }
+
+
+@dataclass
+class Variant:
+    """A strategy as measured: asked under `permutations` option orderings (1: the given order only)."""
+
+    name: str
+    strategy: Strategy
+    permutations: int = 1
+
+    def run(self, questions: list[Question], engine: Any) -> list[Answer]:
+        if self.permutations == 1:
+            return self.strategy.run(questions, engine)
+        return answer_permuted(lambda asked: self.strategy.run(asked, engine), questions, self.permutations)
+
+
+def parse_variant(name: str, params: SamplingParams, verification_tokens: int | None = None, temperature: float = 0.7) -> Variant:
+    """A strategy name (see `make_variant`) followed by any of `+permK` (K option orderings) and `+samplesN` (N
+    self-consistency paths, sampled at `temperature`)."""
+    base, *modifiers = name.split("+")
+    permutations = 1
+    for modifier in modifiers:
+        count = modifier.removeprefix("perm").removeprefix("samples")
+        if not count.isdigit() or int(count) < 1 or count == modifier:
+            raise ValueError(f"bad modifier +{modifier} in {name}; write +permK (e.g. +perm3) or +samplesN (e.g. +samples5)")
+        if modifier.startswith("perm"):
+            permutations = int(count)
+        else:
+            params = SamplingParams(**{**params.model_dump(), "n": int(count), "temperature": temperature})
+    return Variant(name, make_variant(base, params, verification_tokens), permutations)
 
 
 def make_variant(name: str, params: SamplingParams, verification_tokens: int | None = None) -> Strategy:
@@ -70,14 +107,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=20, help="questions: a seeded label-stratified sample of this size")
     parser.add_argument("--seed", type=int, default=0, help="sample seed")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens generated per reasoning/verification")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="direct, cot, voc or voc:RULE[:compact][@TOKENS]")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        help="direct, cot, voc or voc:RULE[:compact][@TOKENS], each optionally +permK and/or +samplesN",
+    )
+    parser.add_argument("--sample-temperature", type=float, default=0.7, help="temperature of +samplesN variants (default 0.7)")
     parser.add_argument("--verification-tokens", type=int, default=None, help="voc: each verification's budget (default: --max-tokens)")
     parser.add_argument("--dtype", default="auto", help="vLLM dtype (default: auto; bfloat16 on CPU)")
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
-    parser.add_argument("--warmup", choices=["light", "full"], default="light",
-                        help="untimed first: light = a 4-token cot on one question; full = cot and voc on all questions (GPU)")
+    parser.add_argument(
+        "--warmup",
+        choices=["light", "full"],
+        default="light",
+        help="untimed first: light = a 4-token cot on one question; full = cot and voc on all questions (GPU)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.preset == "realistic":  # the preset's values, except where given on the command line
@@ -88,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--limit and --max-tokens must be at least 1")
     try:
         for name in args.strategies:
-            make_variant(name, SamplingParams())
+            parse_variant(name, SamplingParams())
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -118,8 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     make_strategy(name, params=params).run(questions, engine)
             else:
                 make_strategy("cot", params=SamplingParams(max_tokens=4)).run(questions[:1], engine)
-            variants = [(name, make_variant(name, params, args.verification_tokens)) for name in args.strategies]
-            tables[dataset] = [measure(engine, strategy, name, questions) for name, strategy in variants]
+            variants = [parse_variant(name, params, args.verification_tokens, args.sample_temperature) for name in args.strategies]
+            tables[dataset] = [measure(engine, variant, questions) for variant in variants]
     finally:
         engine.close()
     return {
@@ -134,6 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "warmup": args.warmup,
         "verification_tokens": args.verification_tokens,
+        "sample_temperature": args.sample_temperature,
         "engine_startup_s": round(startup, 1),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
@@ -164,14 +212,14 @@ def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
 
 
-def measure(engine: Any, strategy: Strategy, name: str, questions: list[Any]) -> dict[str, Any]:
+def measure(engine: Any, variant: Variant, questions: list[Any]) -> dict[str, Any]:
     """Run one strategy on all questions from an empty prefix cache; its time, tokens, cache hits and accuracy."""
     if hasattr(engine, "reset_prefix_cache"):
         engine.reset_prefix_cache()
     stats = engine.stats
     before = dict(stats.extra, completion_tokens=stats.completion_tokens, prompt_tokens=stats.prompt_tokens)
     t0 = time.perf_counter()
-    answers = strategy.run(questions, engine)
+    answers = variant.run(questions, engine)
     seconds = time.perf_counter() - t0
     generated = stats.completion_tokens - before["completion_tokens"]
     queries = stats.extra.get("prefix_cache_queries", 0) - before.get("prefix_cache_queries", 0)
@@ -181,7 +229,7 @@ def measure(engine: Any, strategy: Strategy, name: str, questions: list[Any]) ->
         hits = stats.extra["prefix_tokens_reused"] - before.get("prefix_tokens_reused", 0)
     graded = [a for a in answers if a.gold is not None]
     return {
-        "strategy": name,
+        "strategy": variant.name,
         "questions": len(answers),
         "seconds": round(seconds, 3),
         "questions_per_s": round(len(answers) / seconds, 3),
@@ -193,7 +241,7 @@ def measure(engine: Any, strategy: Strategy, name: str, questions: list[Any]) ->
         "prefix_cache_hits": hits,
         "prefix_cache_hit_rate": round(hits / queries, 4) if queries else 0.0,
         "accuracy": round(sum(bool(a.correct) for a in graded) / len(graded), 4) if graded else None,
-        "round_seconds": {k: round(v, 3) for k, v in strategy.round_seconds.items()},
+        "round_seconds": {k: round(v, 3) for k, v in variant.strategy.round_seconds.items()},
     }
 
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,3 +80,16 @@ def test_stage_ablation_trains_chooses_on_dev_and_tables_the_test_sets(tiny_mode
     assert (results / "report.md").read_text().startswith("# Stage-by-strategy ablation")
     assert (results / "1-task" / "pubmedqa-results.json").is_file()
     assert len(table["voc_vs"]) == 2 * 2 * 2 and len(table["tuned_best_vs_base_direct"]) == 2
+
+
+def test_strategy_variants_take_permutations_and_samples() -> None:
+    """benchmarks/vllm_strategies.py: `voc:verdicts+perm3+samples5` is VoC under verdicts, 3 orderings, 5 sampled paths."""
+    from voc.engines.base import SamplingParams
+
+    strategies = load_script("vllm_strategies")
+    variant = strategies.parse_variant("voc:verdicts+perm3+samples5", SamplingParams(max_tokens=8), temperature=0.5)
+    assert (variant.permutations, variant.strategy.final_rule) == (3, "verdicts")
+    assert (variant.strategy.params.n, variant.strategy.params.temperature, variant.strategy.params.max_tokens) == (5, 0.5, 8)
+    assert strategies.parse_variant("cot", SamplingParams()).permutations == 1
+    with pytest.raises(ValueError, match=r"bad modifier \+shuffle3"):
+        strategies.parse_variant("cot+shuffle3", SamplingParams())
