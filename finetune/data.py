@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from finetune.config import (
     ConfigError,
+    DataSource,
     FinetuneConfig,
     MCQInstructions,
     MCQTask,
@@ -400,35 +401,49 @@ def _sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
 
 def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templates: Templates, progress: bool = True) -> StageData:
     """All records of one stage, and counts per source (for run.json)."""
-    seed = config.seed
     root = _data_root_or_none(config)
     index = leakage_index(root)  # every source is screened against the test splits before its `limit` sample is drawn
-    guards: list[Guard] = []
     if stage.kind == "knowledge":
-        texts: list[str] = []
-        sources = []
-        for source in stage.data:
-            guard = Guard(index, config.leakage_mode(source))
-            guards.append(guard)
-            if isinstance(source, TextSource):
-                docs = [text for _, _, text in _sample(text_documents(config.resolve_data_path(source.path), source.text_field, guard),  # type: ignore[arg-type]
-                                                       source.limit, seed)]
-            elif isinstance(source, PubMedQAAbstracts):
-                path = config.resolve_data_path(source.path or "pubmedqa")
-                docs = [pubmedqa_abstract(q) for q in pubmedqa_train_questions(path, source.limit, seed, guard)]
-            else:  # pragma: no cover - the config validator rules this out
-                raise ValueError(f"data type {source.type!r} does not fit a knowledge stage")
-            sources.append({"type": source.type, "path": getattr(source, "path", None), "documents": len(docs), **_guard_counts(guard)})
-            texts.extend(docs)
-        bar = tqdm(texts, desc=f"{stage.label}: tokenise", disable=not progress, unit="doc")
-        records, n_tokens = pack_blocks(bar, tokenizer, stage.max_length)
-        counts = {"sources": sources, "documents": len(texts), "tokens": n_tokens, "blocks": len(records), "block_size": stage.max_length,
-                  "leakage": leakage_counts(index, guards)}
-        return StageData(records, counts)
+        return knowledge_data(config, stage, tokenizer, index, progress)
+    return example_data(config, stage, tokenizer, templates, root, index, progress)
 
-    fitter = Strategy(templates)
-    records = []
+
+def knowledge_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, index: LeakageIndex, progress: bool) -> StageData:
+    """A knowledge stage: every source's documents, tokenised and packed into blocks of `max_length` tokens."""
+    texts: list[str] = []
     sources = []
+    guards: list[Guard] = []
+    for source in stage.data:
+        guard = Guard(index, config.leakage_mode(source))
+        guards.append(guard)
+        if isinstance(source, TextSource):
+            docs = [text for _, _, text in _sample(text_documents(config.resolve_data_path(source.path), source.text_field, guard),  # type: ignore[arg-type]
+                                                   source.limit, config.seed)]
+        elif isinstance(source, PubMedQAAbstracts):
+            path = config.resolve_data_path(source.path or "pubmedqa")
+            docs = [pubmedqa_abstract(q) for q in pubmedqa_train_questions(path, source.limit, config.seed, guard)]
+        else:  # pragma: no cover - the config validator rules this out
+            raise ValueError(f"data type {source.type!r} does not fit a knowledge stage")
+        sources.append({"type": source.type, "path": getattr(source, "path", None), "documents": len(docs), **_guard_counts(guard)})
+        texts.extend(docs)
+    bar = tqdm(texts, desc=f"{stage.label}: tokenise", disable=not progress, unit="doc")
+    records, n_tokens = pack_blocks(bar, tokenizer, stage.max_length)
+    counts = {"sources": sources, "documents": len(texts), "tokens": n_tokens, "blocks": len(records), "block_size": stage.max_length,
+              "leakage": leakage_counts(index, guards)}
+    return StageData(records, counts)
+
+
+Builder = tuple[Question | None, Callable[[Question], list[Example]] | list[Example]]  # a question and its examples' builder, or examples
+
+
+def example_data(
+    config: FinetuneConfig, stage: Stage, tokenizer: Any, templates: Templates, root: Path | None, index: LeakageIndex, progress: bool
+) -> StageData:
+    """An instruction or task stage: every source's examples encoded; examples longer than `max_length` are dropped."""
+    fitter = Strategy(templates)
+    records: list[dict[str, list[int]]] = []
+    sources = []
+    guards: list[Guard] = []
     dropped = truncated = 0
     kinds: dict[str, int] = {}
     for source in stage.data:
@@ -437,47 +452,14 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
         assert path is not None
         guard = Guard(index, config.leakage_mode(source))
         guards.append(guard)
-        builders: list[tuple[Question | None, Callable[[Question], list[Example]] | list[Example]]] = []
-        if isinstance(source, MessagesSource):
-            builders = [(None, [e]) for _, e in _sample(message_documents(path, guard), source.limit, seed)]
-        elif isinstance(source, QAInstructions):
-            rows = read_qa_records(path, templates, source.question_field, source.answer_field)
-            builders = [(None, [e]) for _, e in _sample(example_documents(rows, path, guard), source.limit, seed)]
-        elif isinstance(source, PubMedQAInstructions):
-            questions = pubmedqa_train_questions(path, source.limit, seed, guard)
-            builders = [(q, lambda q: [instruction_example(q, templates, "pubmedqa_instruction", index)]) for q in questions]
-        elif isinstance(source, MCQInstructions):
-            questions = mcq_training_questions(source.dataset, path, source.limit, seed, root, guard)
-            builders = [(q, lambda q: [instruction_example(q, templates, "mcq_instruction", index)]) for q in questions]
-        elif isinstance(source, PubMedQATask | MCQTask):
-            if isinstance(source, PubMedQATask):
-                questions = pubmedqa_train_questions(path, source.limit, seed, guard)
-            else:
-                questions = mcq_training_questions(source.dataset, path, source.limit, seed, root, guard)
-            formats = list(dict.fromkeys(source.formats))
-            builders = [(q, lambda q, f=formats: task_examples(q, templates, f, index)) for q in questions]
-        n_records = 0
-        for question, build in tqdm(builders, desc=f"{stage.label}: {source.type}", disable=not progress, unit="item"):
-            if question is None:
-                assert isinstance(build, list)
-                encoded = [encode_example(tokenizer, e) for e in build]
-                if any(len(r["input_ids"]) > stage.max_length for r in encoded):
-                    dropped += 1
-                    continue
-                kinds[build[0].kind] = kinds.get(build[0].kind, 0) + 1
-            else:
-                assert callable(build)
-                try:
-                    encoded, example_kinds, cut = encode_question(tokenizer, question, build, stage.max_length, fitter)
-                except PromptTooLongError:
-                    dropped += 1
-                    continue
-                truncated += cut
-                for kind in example_kinds:
-                    kinds[kind] = kinds.get(kind, 0) + 1
-            records.extend(encoded)
-            n_records += len(encoded)
-        sources.append({"type": source.type, "path": str(path), "items": len(builders), "examples": n_records, **_guard_counts(guard)})
+        builders = source_builders(source, path, config.seed, templates, root, index, guard)
+        bar = tqdm(builders, desc=f"{stage.label}: {source.type}", disable=not progress, unit="item")
+        encoded, source_kinds, source_dropped, source_truncated = encode_builders(bar, tokenizer, stage.max_length, fitter)
+        records.extend(encoded)
+        for kind, n in source_kinds.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+        dropped, truncated = dropped + source_dropped, truncated + source_truncated
+        sources.append({"type": source.type, "path": str(path), "items": len(builders), "examples": len(encoded), **_guard_counts(guard)})
     if not records:
         raise ConfigError(
             f"stage {stage.label!r} has no training examples (all {dropped} are longer than max_length={stage.max_length}); "
@@ -495,6 +477,60 @@ def build_stage_data(config: FinetuneConfig, stage: Stage, tokenizer: Any, templ
         "leakage": leakage_counts(index, guards),
     }
     return StageData(records, counts)
+
+
+def source_builders(
+    source: DataSource, path: Path, seed: int, templates: Templates, root: Path | None, index: LeakageIndex, guard: Guard
+) -> list[Builder]:
+    """The items of one instruction or task source: ready examples, or questions with the function that builds theirs."""
+    if isinstance(source, MessagesSource):
+        return [(None, [e]) for _, e in _sample(message_documents(path, guard), source.limit, seed)]
+    if isinstance(source, QAInstructions):
+        rows = read_qa_records(path, templates, source.question_field, source.answer_field)
+        return [(None, [e]) for _, e in _sample(example_documents(rows, path, guard), source.limit, seed)]
+    if isinstance(source, PubMedQAInstructions):
+        questions = pubmedqa_train_questions(path, source.limit, seed, guard)
+        return [(q, lambda q: [instruction_example(q, templates, "pubmedqa_instruction", index)]) for q in questions]
+    if isinstance(source, MCQInstructions):
+        questions = mcq_training_questions(source.dataset, path, source.limit, seed, root, guard)
+        return [(q, lambda q: [instruction_example(q, templates, "mcq_instruction", index)]) for q in questions]
+    if isinstance(source, PubMedQATask | MCQTask):
+        if isinstance(source, PubMedQATask):
+            questions = pubmedqa_train_questions(path, source.limit, seed, guard)
+        else:
+            questions = mcq_training_questions(source.dataset, path, source.limit, seed, root, guard)
+        formats = list(dict.fromkeys(source.formats))
+        return [(q, lambda q, f=formats: task_examples(q, templates, f, index)) for q in questions]
+    return []
+
+
+def encode_builders(
+    builders: Iterable[Builder], tokenizer: Any, max_length: int, fitter: Strategy
+) -> tuple[list[dict[str, list[int]]], dict[str, int], int, int]:
+    """Encode a source's items: (records, examples per kind, items dropped as too long, questions whose context was cut)."""
+    records: list[dict[str, list[int]]] = []
+    kinds: dict[str, int] = {}
+    dropped = truncated = 0
+    for question, build in builders:
+        if question is None:
+            assert isinstance(build, list)
+            encoded = [encode_example(tokenizer, e) for e in build]
+            if any(len(r["input_ids"]) > max_length for r in encoded):
+                dropped += 1
+                continue
+            kinds[build[0].kind] = kinds.get(build[0].kind, 0) + 1
+        else:
+            assert callable(build)
+            try:
+                encoded, example_kinds, cut = encode_question(tokenizer, question, build, max_length, fitter)
+            except PromptTooLongError:
+                dropped += 1
+                continue
+            truncated += cut
+            for kind in example_kinds:
+                kinds[kind] = kinds.get(kind, 0) + 1
+        records.extend(encoded)
+    return records, kinds, dropped, truncated
 
 
 def text_documents(path: Path, text_field: str, guard: Guard) -> list[tuple[Path, int | None, str]]:

@@ -26,7 +26,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -129,8 +129,7 @@ def pad_batch(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, to
 def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress: bool = True) -> Path:
     """Train stage `index` (0-based) and return its output model folder."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import set_seed
 
     stage = config.stages[index]
     out_dir, ckpt_dir = config.stage_dir(index), config.checkpoint_dir(index)
@@ -142,24 +141,90 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
     start = start_model(config, index)
     procs.log(f"stage {index + 1}/{len(config.stages)} ({stage.kind}, {stage.method}): {start} -> {out_dir}")
     stamp = fingerprint(config, stage, start, templates)
-    resume_from = None
-    if resume:
-        resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-        if resume_from is not None:
-            saved = _read_json(ckpt_dir / FINGERPRINT_FILE).get("fingerprint")
-            if saved != stamp:
-                raise ConfigError(
-                    f"the settings of stage {stage.label!r} (config, start model or templates) changed since {resume_from} was saved; "
-                    "run without --resume to start this stage afresh"
-                )
-            procs.log(f"resuming from {resume_from}")
+    resume_from = resume_checkpoint(ckpt_dir, stage, stamp, procs) if resume else None
     # a run stopped right after its last checkpoint has nothing left to train (Trainer.train would take an extra step)
     done = _read_json(Path(resume_from) / "trainer_state.json") if resume_from else {}
     finished = bool(done) and done.get("global_step", 0) >= done.get("max_steps", 1 << 62)
     # the Trainer's settings come first: they start the process group under torchrun / accelerate launch, and DeepSpeed
     # ZeRO-3 must know its config before the model loads
     precision = pick_precision(config.precision)
-    args = TrainingArguments(
+    args = training_arguments(config, stage, ckpt_dir, precision, progress, procs.world_size)
+    procs = Processes(rank=args.process_index, world_size=args.world_size)  # as the Trainer sees them
+    prepare_folders(procs, ckpt_dir, out_dir, stamp, start, fresh=resume_from is None)
+
+    # 2. data ------------------------------------------------------------------------------------------------------
+    tokenizer, pad_id = load_tokenizer(start, config.trust_remote_code)
+    data = build_stage_data(config, stage, tokenizer, templates, progress=progress and procs.is_main)
+    dataset = Dataset.from_list(data.records)
+    data_seconds = time.perf_counter() - clock
+    procs.log(f"data: {json.dumps({k: v for k, v in data.counts.items() if k not in ('sources', 'leakage')})}")
+    procs.log(leakage_line(data.counts.get("leakage") or {}))
+
+    # 3. model and 4. train ----------------------------------------------------------------------------------------
+    set_seed(config.seed)
+    if finished:
+        procs.log(f"{resume_from} is the last step: nothing left to train")
+        trained = Trained(Path(str(resume_from)), done.get("log_history", []), done["global_step"], {})
+    else:
+        trained = train_model(config, stage, start, precision, args, dataset, pad_id, resume_from, ckpt_dir, procs)
+
+    # 5. export ----------------------------------------------------------------------------------------------------
+    save_clock = time.perf_counter()
+    procs.wait()
+    if procs.is_main:
+        export_stage(start, trained.folder, out_dir, stage.method, save_dtype(precision), tokenizer, config.trust_remote_code)
+    save_seconds = time.perf_counter() - save_clock
+
+    # 6. run.json ----------------------------------------------------------------------------------------------------
+    if procs.is_main:
+        seconds = {"data": data_seconds, "train": trained.seconds, "export": save_seconds, "total": time.perf_counter() - clock}
+        record = run_record(
+            config, index, trained, data.counts, start=start, out_dir=out_dir, resumed_from=resume_from, precision=precision,
+            world_size=procs.world_size, seconds=seconds, started=started, stamp=stamp, templates=templates,
+        )
+        (out_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
+        procs.log(f"stage {index + 1} done in {record['timings']['total_seconds']:.0f}s: loss {record['first_loss']} -> "
+                  f"{record['last_loss']} over {trained.steps} steps; model in {out_dir}")
+    procs.wait()
+    return out_dir
+
+
+# --- the steps of a stage ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trained:
+    """What training left: the trained folder (or the finished checkpoint), the Trainer's log, steps, metrics, time."""
+
+    folder: Path
+    history: list[dict[str, Any]]
+    steps: int
+    metrics: dict[str, Any]
+    seconds: float = 0.0
+    parameters: dict[str, int | None] = field(default_factory=lambda: {"trainable": None, "total": None})
+
+
+def resume_checkpoint(ckpt_dir: Path, stage: Stage, stamp: str, procs: Processes) -> str | None:
+    """The stage's latest checkpoint, if any; refused when the stage's settings changed since it was saved."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume_from = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if resume_from is not None:
+        saved = _read_json(ckpt_dir / FINGERPRINT_FILE).get("fingerprint")
+        if saved != stamp:
+            raise ConfigError(
+                f"the settings of stage {stage.label!r} (config, start model or templates) changed since {resume_from} was saved; "
+                "run without --resume to start this stage afresh"
+            )
+        procs.log(f"resuming from {resume_from}")
+    return resume_from
+
+
+def training_arguments(config: FinetuneConfig, stage: Stage, ckpt_dir: Path, precision: str, progress: bool, world_size: int) -> Any:
+    """The Trainer's settings for a stage (creating them starts the process group under torchrun / accelerate)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=stage.epochs,
         max_steps=stage.max_steps or -1,
@@ -185,11 +250,14 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
         remove_unused_columns=False,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        use_cpu=procs.world_size > 1 and not torch.cuda.is_available(),  # several processes without GPUs: DDP over gloo
+        use_cpu=world_size > 1 and not torch.cuda.is_available(),  # several processes without GPUs: DDP over gloo
     )
-    procs = Processes(rank=args.process_index, world_size=args.world_size)  # as the Trainer sees them
+
+
+def prepare_folders(procs: Processes, ckpt_dir: Path, out_dir: Path, stamp: str, start: str, fresh: bool) -> None:
+    """On the main process: a fresh checkpoint folder unless resuming, its fingerprint, and no old output folder."""
     if procs.is_main:
-        if resume_from is None and ckpt_dir.exists():
+        if fresh and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)  # a fresh start: old checkpoints would confuse a later --resume
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": stamp, "start": start}))
@@ -197,113 +265,113 @@ def run_stage(config: FinetuneConfig, index: int, resume: bool = False, progress
             shutil.rmtree(out_dir)
     procs.wait()
 
-    # 2. data ------------------------------------------------------------------------------------------------------
-    tokenizer = AutoTokenizer.from_pretrained(start, trust_remote_code=config.trust_remote_code)
+
+def load_tokenizer(start: str, trust_remote_code: bool) -> tuple[Any, int]:
+    """The start model's tokenizer and its padding id (the end-of-sequence token when it has no pad token)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(start, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"the tokenizer of {start} has no end-of-sequence token; fine-tuning needs one to end replies and documents")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    data = build_stage_data(config, stage, tokenizer, templates, progress=progress and procs.is_main)
-    dataset = Dataset.from_list(data.records)
-    data_seconds = time.perf_counter() - clock
-    procs.log(f"data: {json.dumps({k: v for k, v in data.counts.items() if k not in ('sources', 'leakage')})}")
-    procs.log(leakage_line(data.counts.get("leakage") or {}))
+    return tokenizer, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    # 3. model -----------------------------------------------------------------------------------------------------
-    set_seed(config.seed)
-    trainable: int | None = None
-    total: int | None = None
-    if finished:
-        procs.log(f"{resume_from} is the last step: nothing left to train")
-        history, steps, metrics, train_seconds = done.get("log_history", []), done["global_step"], {}, 0.0
-        trained_dir = Path(str(resume_from))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(
-            start, dtype=weights_dtype(precision, stage.method), trust_remote_code=config.trust_remote_code
+
+def load_model(config: FinetuneConfig, stage: Stage, start: str, precision: str) -> Any:
+    """The start model in its training dtype; for a LoRA stage, with LoRA adapters (PEFT) on its frozen weights."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        start, dtype=weights_dtype(precision, stage.method), trust_remote_code=config.trust_remote_code
+    )
+    model.config.use_cache = False
+    if stage.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
+            target_modules=stage.lora.target_modules, task_type="CAUSAL_LM",
         )
-        model.config.use_cache = False
-        if stage.method == "lora":
-            from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, lora)
+    return model
 
-            lora = LoraConfig(
-                r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
-                target_modules=stage.lora.target_modules, task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, lora)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        procs.log(f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
 
-        # 4. train -------------------------------------------------------------------------------------------------
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=lambda batch: pad_batch(batch, pad_id))
-        train_clock = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        train_seconds = time.perf_counter() - train_clock
-        history, steps, metrics = list(trainer.state.log_history), trainer.state.global_step, dict(result.metrics)
-        trained_dir = ckpt_dir / ("final-adapter" if stage.method == "lora" else "final-model")
-        trainer.save_model(str(trained_dir))  # gathers the weights under FSDP / DeepSpeed; writes on the main process
-        del trainer, model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+def train_model(
+    config: FinetuneConfig, stage: Stage, start: str, precision: str, args: Any, dataset: Any, pad_id: int, resume_from: str | None,
+    ckpt_dir: Path, procs: Processes,
+) -> Trained:
+    """Load the start model, train it with the Trainer and save it (adapters only for LoRA) under the checkpoints folder."""
+    from transformers import Trainer
 
-    # 5. export ----------------------------------------------------------------------------------------------------
-    save_clock = time.perf_counter()
-    procs.wait()
-    if procs.is_main:
-        export_model(start, trained_dir, out_dir, stage.method, save_dtype(precision), config.trust_remote_code)
-        tokenizer.save_pretrained(out_dir)
-        if trained_dir.name == "final-model":
-            shutil.rmtree(trained_dir, ignore_errors=True)  # the exported folder is the same model; keep one copy
-    save_seconds = time.perf_counter() - save_clock
+    model = load_model(config, stage, start, precision)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    procs.log(f"model: {trainable:,} of {total:,} parameters trainable; precision {precision}")
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=lambda batch: pad_batch(batch, pad_id))
+    clock = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - clock
+    folder = ckpt_dir / ("final-adapter" if stage.method == "lora" else "final-model")
+    trainer.save_model(str(folder))  # gathers the weights under FSDP / DeepSpeed; writes on the main process
+    trained = Trained(folder, list(trainer.state.log_history), trainer.state.global_step, dict(result.metrics), seconds,
+                      {"trainable": trainable, "total": total})
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return trained
 
-    # 6. run.json ----------------------------------------------------------------------------------------------------
-    if procs.is_main:
-        losses = [
-            {k: entry[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in entry}
-            for entry in history if "loss" in entry
-        ]
-        record = {
-            "status": "complete",
-            "stage": index + 1,
-            "name": stage.label,
-            "kind": stage.kind,
-            "method": stage.method,
-            "start_model": start,
-            "output": str(out_dir),
-            "resumed_from": resume_from,
-            "precision": precision,
-            "saved_dtype": str(save_dtype(precision)).removeprefix("torch."),
-            "parameters": {"trainable": trainable, "total": total},
-            "world_size": procs.world_size,
-            "device": _device_name(),
-            "steps": steps,
-            "data": data.counts,
-            "leakage": data.counts.get("leakage"),
-            "losses": losses,
-            "first_loss": losses[0]["loss"] if losses else None,
-            "last_loss": losses[-1]["loss"] if losses else None,
-            "train_metrics": metrics,
-            "timings": {
-                "data_seconds": round(data_seconds, 3),
-                "train_seconds": round(train_seconds, 3),
-                "export_seconds": round(save_seconds, 3),
-                "total_seconds": round(time.perf_counter() - clock, 3),
-            },
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "fingerprint": stamp,
-            "templates_hash": templates.source_hash(),
-            "config": {
-                "stage": stage.model_dump(mode="json"),
-                "run": config.model_dump(mode="json", exclude={"stages"}),
-            },
-            "versions": _versions(),
-        }
-        (out_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
-        procs.log(f"stage {index + 1} done in {record['timings']['total_seconds']:.0f}s: loss {record['first_loss']} -> "
-                          f"{record['last_loss']} over {steps} steps; model in {out_dir}")
-    procs.wait()
-    return out_dir
+
+def export_stage(start: str, trained: Path, out_dir: Path, method: str, dtype: torch.dtype, tokenizer: Any, remote_code: bool) -> None:
+    """The stage's output folder: the exported model and the tokenizer (a full model's checkpoint copy is then dropped)."""
+    export_model(start, trained, out_dir, method, dtype, remote_code)
+    tokenizer.save_pretrained(out_dir)
+    if trained.name == "final-model":
+        shutil.rmtree(trained, ignore_errors=True)  # the exported folder is the same model; keep one copy
+
+
+def run_record(
+    config: FinetuneConfig, index: int, trained: Trained, data_counts: dict[str, Any], *, start: str, out_dir: Path,
+    resumed_from: str | None, precision: str, world_size: int, seconds: dict[str, float], started: datetime,
+    stamp: str, templates: Templates,
+) -> dict[str, Any]:
+    """run.json of a finished stage: what ran, on what, the losses per logging step, data counts and timings."""
+    stage = config.stages[index]
+    losses = [
+        {k: entry[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in entry}
+        for entry in trained.history if "loss" in entry
+    ]
+    return {
+        "status": "complete",
+        "stage": index + 1,
+        "name": stage.label,
+        "kind": stage.kind,
+        "method": stage.method,
+        "start_model": start,
+        "output": str(out_dir),
+        "resumed_from": resumed_from,
+        "precision": precision,
+        "saved_dtype": str(save_dtype(precision)).removeprefix("torch."),
+        "parameters": trained.parameters,
+        "world_size": world_size,
+        "device": _device_name(),
+        "steps": trained.steps,
+        "data": data_counts,
+        "leakage": data_counts.get("leakage"),
+        "losses": losses,
+        "first_loss": losses[0]["loss"] if losses else None,
+        "last_loss": losses[-1]["loss"] if losses else None,
+        "train_metrics": trained.metrics,
+        "timings": {f"{step}_seconds": round(value, 3) for step, value in seconds.items()},
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": stamp,
+        "templates_hash": templates.source_hash(),
+        "config": {
+            "stage": stage.model_dump(mode="json"),
+            "run": config.model_dump(mode="json", exclude={"stages"}),
+        },
+        "versions": _versions(),
+    }
 
 
 def export_model(start: str, trained: Path, out_dir: Path, method: str, dtype: torch.dtype, trust_remote_code: bool = False) -> None:
