@@ -150,22 +150,37 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequence[str]) -> str:
-    run = results["run"]
-    fp = run.get("fingerprint") or {}
-    params = fp.get("params", {})
-    hardware = run.get("hardware") or {}
-    hw = ", ".join(
-        str(x)
-        for x in (
-            hardware.get("gpu"),
-            hardware.get("cpu"),
-            f"{hardware.get('cpu_count')} cores" if hardware.get("cpu_count") else None,
-            f"{hardware.get('memory_gib')} GiB" if hardware.get("memory_gib") else None,
-        )
-        if x
-    )
+    """report.md: the run's facts, then one section per view of the results, in reading order."""
     pooled = [r for r in summary.results if "/" not in r.group]
     subjects = [r for r in summary.results if "/" in r.group]
+    lines = run_section(results["run"])
+    lines += accuracy_section(pooled, subjects, plots)
+    lines += errors_section(pooled, results["errors"])
+    lines += comparisons_section(summary)
+    lines += order_section(pooled)
+    lines += consistency_section(pooled)
+    lines += calibration_section(pooled)
+    lines += positions_section(pooled)
+    lines += confusion_section(pooled)
+    lines += throughput_section(pooled)
+    lines += published_section()
+    return "\n".join(lines) + "\n"
+
+
+def hardware_text(hardware: dict[str, Any]) -> str:
+    parts = (
+        hardware.get("gpu"),
+        hardware.get("cpu"),
+        f"{hardware.get('cpu_count')} cores" if hardware.get("cpu_count") else None,
+        f"{hardware.get('memory_gib')} GiB" if hardware.get("memory_gib") else None,
+    )
+    return ", ".join(str(x) for x in parts if x)
+
+
+def run_section(run: dict[str, Any]) -> list[str]:
+    """The title and the run's facts: model, engine, hardware, questions, settings, dates, command."""
+    fp = run.get("fingerprint") or {}
+    params = fp.get("params", {})
     given = run.get("given_as") or {}  # dataset name -> what was given to --dataset, where they differ
     lines = [f"# Benchmark report: {run['folder']}", ""]
     if not run["complete"]:
@@ -175,7 +190,7 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         + (f" (`{run['model_path']}`)" if run.get("model_path") and run["model_path"] != run.get("model") else "")
         + (f", content {str(fp['model'])[:19]}" if str(fp.get("model", "")).startswith("sha256:") else ""),
         f"- Engine: `{fp.get('engine', '?')}`" + (f" {fp.get('engine_options')}" if fp.get("engine_options") else ""),
-        f"- Hardware: {hw or 'unknown'}",
+        f"- Hardware: {hardware_text(run.get('hardware') or {}) or 'unknown'}",
         "- Questions: "
         + ", ".join(f"{name} {n}" + (f" (`{given[name]}`)" if name in given else "") for name, n in run["questions"].items())
         + (f" (seeded label-stratified sample, limit {fp.get('limit')}, seed {fp.get('seed')})" if fp.get("limit") else " (all questions)"),
@@ -198,7 +213,12 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         )
     if run.get("command"):
         lines.append(f"- Command: `{' '.join(run['command'])}`")
-    lines += [
+    return lines
+
+
+def accuracy_section(pooled: Sequence[StrategyResult], subjects: Sequence[StrategyResult], plots: Sequence[str]) -> list[str]:
+    """Accuracy per dataset and strategy, per subject where questions have one, and the plots."""
+    lines = [
         "",
         "## Accuracy",
         "",
@@ -222,50 +242,63 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         )
     for name in plots:
         lines += ["", f"![{name}]({name})"]
+    return lines
+
+
+def errors_section(pooled: Sequence[StrategyResult], n_errors: int) -> list[str]:
+    """The first error messages of failed questions (nothing when none failed)."""
     errors = [r for r in pooled if r.errors]
-    if errors:
-        lines += [
-            "",
-            "## Errors",
-            "",
-            f"{results['errors']} question(s) failed and were recorded as errors "
-            "(re-running the same command retries them). First messages:",
-            "",
-        ]
-        lines += [f"- {r.group} / {r.strategy}: {m}" for r in errors for m in r.error_messages]
+    if not errors:
+        return []
+    lines = [
+        "",
+        "## Errors",
+        "",
+        f"{n_errors} question(s) failed and were recorded as errors "
+        "(re-running the same command retries them). First messages:",
+        "",
+    ]
+    return lines + [f"- {r.group} / {r.strategy}: {m}" for r in errors for m in r.error_messages]
+
+
+def comparisons_section(summary: RunSummary) -> list[str]:
+    """Each pair of strategies on the questions both answered: paired difference and McNemar's test."""
     comparisons = [(g, c) for g, pairs in summary.comparisons.items() if "/" not in g for c in pairs]
-    if comparisons:
-        lines += [
-            "",
-            "## Strategies compared pairwise",
-            "",
-            "On the questions both strategies answered: the accuracy difference (first minus second, points) with a 95% paired "
-            "bootstrap CI, and McNemar's test (b: only the first right, c: only the second right; exact binomial p-value, "
-            "chi-square with continuity correction alongside).",
-            "",
-        ]
-        lines += table(
-            ["dataset", "first", "second", "N", "difference", "95% CI", "b", "c", "p (exact)", "p (chi2)"],
+    if not comparisons:
+        return []
+    lines = [
+        "",
+        "## Strategies compared pairwise",
+        "",
+        "On the questions both strategies answered: the accuracy difference (first minus second, points) with a 95% paired "
+        "bootstrap CI, and McNemar's test (b: only the first right, c: only the second right; exact binomial p-value, "
+        "chi-square with continuity correction alongside).",
+        "",
+    ]
+    lines += table(
+        ["dataset", "first", "second", "N", "difference", "95% CI", "b", "c", "p (exact)", "p (chi2)"],
+        [
             [
-                [
-                    g,
-                    c.first,
-                    c.second,
-                    c.n,
-                    pct(c.difference),
-                    ci_text(c.ci),
-                    c.mcnemar.b,
-                    c.mcnemar.c,
-                    p_text(c.mcnemar.p_exact),
-                    p_text(c.mcnemar.p_chi2),
-                ]
-                for g, c in comparisons
-            ],
-        )
-    lines += order_section(pooled)
-    lines += consistency_section(pooled)
-    lines += calibration_section(pooled)
-    lines += [
+                g,
+                c.first,
+                c.second,
+                c.n,
+                pct(c.difference),
+                ci_text(c.ci),
+                c.mcnemar.b,
+                c.mcnemar.c,
+                p_text(c.mcnemar.p_exact),
+                p_text(c.mcnemar.p_chi2),
+            ]
+            for g, c in comparisons
+        ],
+    )
+    return lines
+
+
+def positions_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """Position bias: the share of answers at each option position next to the share of gold answers there."""
+    lines = [
         "",
         "## Answer positions (position bias)",
         "",
@@ -281,7 +314,12 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
             for r in pooled
         ],
     )
-    lines += ["", "## Confusion matrices", "", "Rows: gold label; columns: chosen label.", ""]
+    return lines
+
+
+def confusion_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """One confusion matrix per dataset and strategy (rows gold, columns chosen), each followed by a blank line."""
+    lines = ["", "## Confusion matrices", "", "Rows: gold label; columns: chosen label.", ""]
     for r in pooled:
         names = option_names(r.group)
         header = [f"{r.group} / {r.strategy}", *[f"{lab} {names.get(lab, '')}".strip() for lab in r.labels]]
@@ -289,7 +327,12 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
             header, [[f"**{lab} {names.get(lab, '')}**".replace(" **", "**"), *row] for lab, row in zip(r.labels, r.confusion, strict=True)]
         )
         lines.append("")
-    lines += [
+    return lines
+
+
+def throughput_section(pooled: Sequence[StrategyResult]) -> list[str]:
+    """Wall time, questions/s, tokens and round times per dataset and strategy."""
+    lines = [
         "## Throughput",
         "",
         "Wall time is the time spent answering (summed over sessions); round times are the strategy rounds within it.",
@@ -311,7 +354,12 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
             for r in pooled
         ],
     )
-    lines += [
+    return lines
+
+
+def published_section() -> list[str]:
+    """Published PubMedQA figures, for context only (not measured here)."""
+    lines = [
         "",
         f"## Published PubMedQA figures ({PUBLISHED_NOTE})",
         "",
@@ -319,10 +367,9 @@ def render_markdown(results: dict[str, Any], summary: RunSummary, plots: Sequenc
         "These numbers are **published, not measured here**, with other models, prompts and hardware.",
         "",
     ]
-    lines += table(
+    return lines + table(
         ["system", "accuracy (published, not measured here)"], [[f["system"], f"{f['accuracy']:.1f}"] for f in PUBLISHED_PUBMEDQA]
     )
-    return "\n".join(lines) + "\n"
 
 
 def order_section(pooled: Sequence[StrategyResult]) -> list[str]:
