@@ -35,7 +35,8 @@ def test_throughput_benchmark_compares_engine_and_naive_loop_on_the_same_answers
     assert len(report["question_ids"]) == 3
     for strategy in ("direct", "voc"):  # same questions, same model, same answer rules: same accuracy
         assert rows[("hf", strategy)]["accuracy"] == rows[("naive", strategy)]["accuracy"]
-    assert any(t["target"].startswith("voc: hf q/s over naive") for t in report["targets"])
+    (speedup,) = [r for r in report["ratios"] if r["name"].startswith("voc: hf q/s over naive")]
+    assert speedup["value"] > 0 and "targets" not in report  # measured, not judged: the targets are in benchmarks/README.md
 
 
 def load_script(name: str) -> ModuleType:
