@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from voc.datasets.common import DataError, LoadReport, QuestionList, data_root, iter_jsonl, read_jsonl, stratified_sample
 from voc.datasets.load import load_dataset, load_file, load_pubmedqa, load_spec
-from voc.datasets.spec import DatasetSpec, Fields, Source, Split, builtin_specs, dataset_name, read_spec, resolve
-
-DATASETS: dict[str, DatasetSpec] = builtin_specs()
+from voc.datasets.spec import DATASETS, DatasetSpec, Fields, Source, Split, dataset_name, read_spec, resolve
 
 __all__ = [
-    "DATASETS", "DataError", "DatasetSpec", "Fields", "LoadReport", "QuestionList", "Source", "Split", "builtin_specs", "data_root",
-    "dataset_name", "iter_jsonl", "load_dataset", "load_file", "load_pubmedqa", "load_spec", "read_jsonl", "read_spec", "resolve",
-    "stratified_sample",
+    "DATASETS", "DataError", "DatasetSpec", "Fields", "LoadReport", "QuestionList", "Source", "Split", "data_root", "dataset_name",
+    "iter_jsonl", "load_dataset", "load_file", "load_pubmedqa", "load_spec", "read_jsonl", "read_spec", "resolve", "stratified_sample",
 ]  # fmt: skip

@@ -1,5 +1,5 @@
-"""Records of data files (JSONL, JSON, CSV/TSV, parquet) and hub datasets, errors naming file and line, the load report,
-the data root and stratified sampling. A bad record comes as a DataError in its place, so that it can be skipped."""
+"""Records of data files (JSONL, JSON, CSV/TSV, parquet), each with where it is and its row, or a DataError in place of
+a bad row (so that it can be skipped); the load report, the data root, stratified sampling."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import io
 import json
 import os
 import random
-import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlparse
 
 from voc.types import Question
 
-SKIP_HINT = "fix the row or pass skip_invalid=True (voc bench: --skip-invalid)"
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
 class DataError(ValueError):
@@ -30,11 +28,11 @@ class DataError(ValueError):
 
     def __str__(self) -> str:
         place = f"{self.source} {self.where}" if self.where else self.source
-        return f"{place}: {self.reason}" + (f"; {SKIP_HINT}" if self.skippable else "")
+        return f"{place}: {self.reason}" + ("; fix the row or pass skip_invalid=True (voc bench: --skip-invalid)" if self.skippable else "")
 
 
 class Loc(NamedTuple):
-    """Where a record is: its file as messages show it, its line (None where there are none) and how to say it."""
+    """Where a record is: its file as messages name it, its line (None where there are none) and how to say it."""
 
     source: str
     line: int | None
@@ -44,7 +42,7 @@ class Loc(NamedTuple):
         return DataError(self.source, reason, self.line, self.where, skippable)
 
 
-Record = tuple[Loc, str | None, Any]  # (where, key in a JSON-object file or None, row or DataError)
+Record = tuple[Loc, str | None, Any]  # (where, its key in a JSON-object file or None, the row or a DataError)
 
 
 @dataclass
@@ -95,10 +93,9 @@ def parse_json(data: bytes, name: str, line: int | None = None) -> Any:
     """JSON from UTF-8 bytes, no duplicate keys or NaN; else a DataError naming the line (skippable for a JSONL `line`)."""
 
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        if len(set(keys)) < len(keys):
-            raise ValueError(f"duplicate key {next(k for i, k in enumerate(keys) if k in keys[:i])!r} in a JSON object")
-        return dict(pairs)
+        if len(found := dict(pairs)) < len(pairs):
+            raise ValueError(f"duplicate key {next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))!r} in a JSON object")
+        return found
 
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
@@ -144,46 +141,44 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
-def records(path: Path, fmt: str, key_name: str = "key") -> tuple[list[str] | None, Iterator[Record]]:
-    """(the CSV header or None, the records) of a data file in format `fmt`."""
-    name = display_name(path)
+def records(path: Path, fmt: str | None = None, key_name: str = "key") -> tuple[list[str] | None, Iterator[Record]]:
+    """(the CSV header or None, the records) of a data file in format `fmt` (default: by its suffix). A JSON file holds a
+    list of records or an object of them keyed by id (named `key_name` in messages); a broken file raises DataError."""
+    name, fmt = display_name(path), fmt or FORMATS.get(path.suffix.lower())
     if fmt == "jsonl":
         return None, ((Loc(name, line, f"line {line}"), None, row) for line, row in iter_jsonl(path))
+    if fmt in ("csv", "tsv"):
+        return csv_records(path, "\t" if fmt == "tsv" else ",")
     if fmt == "parquet":
         import pyarrow.parquet as pq  # a dependency of `datasets`
 
         rows = pq.read_table(io.BytesIO(read_bytes(path))).to_pylist()
         return None, ((Loc(name, None, f"row {n}"), None, row) for n, row in enumerate(rows, start=1))
-    return (None, json_values(path, key_name)) if fmt == "json" else csv_records(path, "\t" if fmt == "tsv" else ",")
-
-
-def json_values(path: Path, key_name: str = "key") -> Iterator[Record]:
-    """The items of a JSON list, or of an object keyed by id (named `key_name` in messages); a broken file raises."""
-    name, data = display_name(path), read_bytes(path)
+    if fmt != "json":
+        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
+    data = read_bytes(path)
     value = parse_json(data, name) if data.strip() else None
     if isinstance(value, list):
-        return ((Loc(name, None, f"record {i}"), None, item) for i, item in enumerate(value, start=1))
+        return None, ((Loc(name, None, f"record {i}"), None, item) for i, item in enumerate(value, start=1))
     if not isinstance(value, dict):
         what = "the file is empty" if value is None else f"got {type(value).__name__}"
         raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
-    return ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
+    return None, ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
 
 
 def csv_records(path: Path, delimiter: str = ",") -> tuple[list[str], Iterator[Record]]:
     """The header and the records of a CSV file (quoted newlines handled); a bad header raises DataError."""
     name, data = display_name(path), read_bytes(path)
     try:
-        text = data.decode("utf-8")
+        reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter, strict=True)
+        header = next(([cell.strip() for cell in cells] for cells in reader if any(c.strip() for c in cells)), [])
     except UnicodeDecodeError as exc:
         raise DataError(name, f"not valid UTF-8 ({exc.reason})", line=data[: exc.start].count(b"\n") + 1, skippable=False) from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
-        header = next(([cell.strip() for cell in cells] for cells in reader if any(c.strip() for c in cells)), [])
     except csv.Error as exc:
         raise DataError(name, f"bad CSV header ({exc})", line=reader.line_num, skippable=False) from None
-    duplicates = sorted({c for c in header if header.count(c) > 1})
     if not header:
         raise DataError(name, "the file is empty; expected a header row", line=1, skippable=False)
+    duplicates = sorted({c for c in header if header.count(c) > 1})
     if duplicates or "" in header:
         problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
         raise DataError(name, f"the header has {problem}", line=reader.line_num, skippable=False)
@@ -207,37 +202,17 @@ def csv_records(path: Path, delimiter: str = ",") -> tuple[list[str], Iterator[R
     return header, rows()
 
 
-def hub_records(hub_id: str, config: str | None, split: str) -> Iterator[Record]:
-    """Rows of `datasets.load_dataset(hub_id, config, split=split)`: needs network unless HF_DATASETS_OFFLINE=1 (its cache)."""
-    source, advice = f"hf:{hub_id}[{split}]", "give a local path (a .jsonl/.json/.csv/.parquet file or a spec file) instead"
-    if not os.environ.get("HF_DATASETS_OFFLINE") and not os.environ.get("HF_HUB_OFFLINE"):
-        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-        try:
-            socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=5).close()
-        except OSError as exc:
-            reason = f"the Hugging Face hub is not reachable ({exc}); a hub dataset needs network access, or {advice}"
-            raise DataError(source, reason, skippable=False) from None
-    import datasets
-
-    try:
-        rows = datasets.load_dataset(hub_id, config, split=split)
-    except Exception as exc:
-        raise DataError(source, f"could not load it ({type(exc).__name__}: {one_line(exc, 200)}); {advice}", skippable=False) from None
-    return ((Loc(source, None, f"row {n}"), None, dict(row)) for n, row in enumerate(rows, start=1))
-
-
 def data_root() -> Path:
     """The folder holding pubmedqa/, medqa/, ...: $VOC_DATA_ROOT, else shared/data in or above the working folder or the repository."""
-    env = os.environ.get("VOC_DATA_ROOT")
-    if env and not Path(env).expanduser().is_dir():
-        raise FileNotFoundError(f"VOC_DATA_ROOT={env} is not a folder; set it to the folder holding pubmedqa/, medqa/ ...")
-    repo = Path(__file__).resolve().parents[2]
-    candidates = [Path.cwd() / "shared/data", Path.cwd() / "../shared/data", repo / "shared/data", repo / "../shared/data"]
-    found = Path(env).expanduser() if env else next((c.resolve() for c in candidates if c.is_dir()), None)
-    if found is None:
-        tried = ", ".join(str(c) for c in candidates)
-        raise FileNotFoundError(f"no data folder found (tried {tried}); set VOC_DATA_ROOT to the folder holding pubmedqa/, medqa/ ...")
-    return found
+    if env := os.environ.get("VOC_DATA_ROOT"):
+        if not Path(env).expanduser().is_dir():
+            raise FileNotFoundError(f"VOC_DATA_ROOT={env} is not a folder; set it to the folder holding pubmedqa/, medqa/ ...")
+        return Path(env).expanduser()
+    candidates = [base / up / "shared/data" for base in (Path.cwd(), Path(__file__).resolve().parents[2]) for up in (".", "..")]
+    if found := next((c.resolve() for c in candidates if c.is_dir()), None):
+        return found
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no data folder found (tried {tried}); set VOC_DATA_ROOT to the folder holding pubmedqa/, medqa/ ...")
 
 
 def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> list[Question]:

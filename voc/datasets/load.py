@@ -6,40 +6,29 @@ from __future__ import annotations
 import glob
 import itertools
 import logging
+import os
+import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from voc.datasets.common import (
-    DataError,
-    LoadReport,
-    Loc,
-    QuestionList,
-    Record,
-    data_root,
-    display_name,
-    hub_records,
-    json_values,
-    one_line,
-    parse_json,
-    records,
-)
+from voc.datasets.common import DataError, LoadReport, Loc, QuestionList, Record, data_root, display_name, one_line, parse_json, records
 from voc.datasets.spec import FORMATS, SLOT, DatasetSpec, Fields, infer_fields, pydantic_reason, resolve
 from voc.types import Question, default_labels
 
 logger = logging.getLogger("voc.datasets")
-Get = Callable[[str], Any]  # a record's field by name (or `_index`, `_key`); None when absent
-Listed = dict[str, tuple[Any, Loc]]  # a split's keys -> (the gold its file gives, or None; where it is listed)
 
 
 def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _options(spec: DatasetSpec, get: Get) -> dict[str, Any]:
-    """label -> text as in the source: fixed options, one field per option, or one field holding a dict or a list."""
+def _options(spec: DatasetSpec, get: Callable[[str], Any]) -> dict[str, Any]:
+    """label -> text as in the source: fixed options, one field per option, or one field holding a dict, a list or their JSON."""
     names = spec.fields.options
     if spec.options:
         return dict(spec.options)
@@ -82,7 +71,7 @@ def _gold(how: str, raw: Any, name: str, options: dict[str, Any], fail: Callable
     return matches[0]
 
 
-def _context(f: Fields, get: Get) -> str | None:
+def _context(f: Fields, get: Callable[[str], Any]) -> str | None:
     """The context field; a list is joined by context_join, each part prefixed by its label from context_labels."""
     value = get(f.context) if f.context else None
     if value is None:
@@ -93,42 +82,32 @@ def _context(f: Fields, get: Get) -> str | None:
     if not isinstance(parts, list):
         raise ValueError(f"field {f.context!r} must be a text or a list of texts, got {type(value).__name__}")
     if not isinstance(labels, list) or len(labels) != len(parts):
-        count = len(labels) if isinstance(labels, list) else repr(labels)
-        raise ValueError(f"{f.context} has {len(parts)} items but {f.context_labels} has {count}")
+        raise ValueError(
+            f"{f.context} has {len(parts)} items but {f.context_labels} has {len(labels) if isinstance(labels, list) else labels!r}"
+        )
     if not all(isinstance(x, str) for x in (*parts, *labels)):
         raise ValueError(f"{f.context} and {f.context_labels} must hold strings")
     return f.context_join.join(f"{label.strip()}: {text}" if label.strip() else text for label, text in zip(labels, parts, strict=True))
 
 
-def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, split: str | None, lists: dict[str, Listed],
-              report: LoadReport) -> Question | None:  # fmt: skip
-    """The question of one record, or None for a record of another split; counts dropped options in `report`."""
-    f, metadata, listed = spec.fields, {}, None
+def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, listed: tuple[Any, Loc] | None, metadata: dict[str, Any]
+              ) -> tuple[Question, int]:  # fmt: skip
+    """The question of a record and how many of its options were dropped as placeholders; `listed`: the gold its split's
+    file gives (or None) and where."""
+    f = spec.fields
+    if not isinstance(row, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
 
-    def get(name: str) -> Any:
-        if name in ("_index", "_key"):
-            return index if name == "_index" else key
-        return row.get(name) if isinstance(row, Mapping) else None
+    def get(name: str) -> Any:  # a field (or `_index`, `_key`); None when absent
+        return {"_index": index, "_key": key}[name] if name in ("_index", "_key") else row.get(name)
 
-    def slot(names: list[str]) -> str:  # one {a|b} slot of the id template: the first of its fields that is set
-        value = next((v for v in map(get, names) if v not in (None, "")), None)
-        if value is None:
+    def slot(match: re.Match[str]) -> str:  # one {a|b} slot of the id template: the first of its fields that is set
+        names = [n.strip() for n in match.group(1).split("|")]
+        if (value := next((v for v in map(get, names) if v not in (None, "")), None)) is None:
             raise ValueError(f"missing field {names[0]!r} (used in the id)")
         return str(value).strip()
 
-    if spec.splits:  # the record's split, from its key, before anything else is read
-        if key is None:
-            what = f"key (the file must be an object keyed by {spec.key_name})"
-            raise ValueError(f"the record has no {what}; it names the record in the splits")
-        inside = {n: key in lists[n] if s.not_in is None else all(key not in lists[o] for o in s.not_in) for n, s in spec.splits.items()}
-        metadata["split"] = next((n for n, yes in inside.items() if yes), None)
-        if split not in (None, "all") and metadata["split"] != split:
-            return None
-        listed = lists.get(metadata["split"] or "", {}).get(key)
-    if not isinstance(row, Mapping):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-    options = _options(spec, get)
-    placeholders = {"", *(_norm(p) for p in spec.placeholders)}
+    options, placeholders = _options(spec, get), {"", *map(_norm, spec.placeholders)}
     dropped = {label: t for label, t in options.items() if t is None or (isinstance(t, str) and _norm(t) in placeholders)}
     own = get(f.gold) if f.gold else None
     if f.gold and own in (None, ""):
@@ -145,74 +124,80 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, split: s
     answer, text = get(f.answer_text) if f.answer_text else None, kept.get(gold or "")
     if isinstance(answer, str) and isinstance(text, str) and _norm(answer) != _norm(text):
         raise ValueError(f"{f.answer_text} {one_line(answer, 80)!r} is not the text of the gold option {gold!r} ({one_line(text, 80)!r})")
-    if f.metadata is None:
-        metadata.update({k: v for k, v in row.items() if k not in f.used()})
-    else:
-        metadata.update({n: get(s) for n, s in (f.metadata.items() if isinstance(f.metadata, dict) else ((n, n) for n in f.metadata))})
+    used = f.used()
+    metadata.update({k: v for k, v in row.items() if k not in used} if f.metadata is None else {n: get(s) for n, s in f.metadata.items()})
     if f.subject and get(f.subject) is not None:
         metadata["subject"] = get(f.subject)
-    qid, stem = SLOT.sub(lambda match: slot([n.strip() for n in match.group(1).split("|")]), f.id), get(f.question)
+    qid, stem = SLOT.sub(slot, f.id), get(f.question)
     if not isinstance(stem, str):
-        reason = f"missing field {f.question!r}" if stem is None else f"field {f.question!r} must be str, got {type(stem).__name__}"
-        raise ValueError(reason)
+        raise ValueError(
+            f"missing field {f.question!r}" if stem is None else f"field {f.question!r} must be str, got {type(stem).__name__}"
+        )
     question = Question(question=stem, options=kept, context=_context(f, get), gold=gold, id=qid, metadata=metadata)
     if spec.n_options is not None and len(question.options) != spec.n_options:
         raise ValueError(f"expected {spec.n_options} options, got {len(question.options)}")
-    report.dropped_options += len(dropped)
-    report.rows_with_dropped += bool(dropped)
-    return question
+    return question, len(dropped)
 
 
-def _check_fields(spec: DatasetSpec, names: list[str], loc: Loc, header: bool) -> DatasetSpec:
-    """The spec with its fields recognised from a file's first records or CSV header (if it `infer`s them), then checked."""
-    fields = spec.fields
-    if spec.infer:
-        fields = Fields(**{**infer_fields(names), **fields.model_dump(exclude_unset=True)})
+def _check_fields(spec: DatasetSpec, names: list[str], at: Loc, header: bool) -> DatasetSpec:
+    """The spec with its fields recognised from a CSV header or the first records' fields (if it `infer`s them), checked."""
+    fields = Fields(**{**infer_fields(names), **spec.fields.model_dump(exclude_unset=True)}) if spec.infer else spec.fields
     options = [] if spec.options else [fields.options] if isinstance(fields.options, str) else fields.options
-    needed = [fields.question, fields.gold, *options]
-    if header:  # every cell is there in every row: check them all
-        needed += [*fields.used(), *(fields.metadata.values() if isinstance(fields.metadata, dict) else fields.metadata or [])]
-    missing = [n for n in dict.fromkeys(needed) if n and not n.startswith("_") and n not in names]
-    if missing:
+    needed = [fields.question, fields.gold, *options, *([*fields.used(), *(fields.metadata or {}).values()] if header else [])]
+    if missing := [n for n in dict.fromkeys(needed) if n and not n.startswith("_") and n not in names]:
         hint = "map them with --field KEY=FIELD (voc bench), fields= (load_file) or a spec file" if spec.infer else "fix the spec's fields"
-        raise loc.error(f"no field(s) {missing} in the {'header' if header else 'first records'} {names}; {hint}", skippable=False)
+        raise at.error(f"no field(s) {missing} in the {'header' if header else 'first records'} {names}; {hint}", skippable=False)
     return spec.model_copy(update={"fields": fields})
+
+
+def hub_records(hub_id: str, config: str | None, split: str) -> Iterator[Record]:
+    """Rows of `datasets.load_dataset(hub_id, config, split=split)`: needs network unless HF_DATASETS_OFFLINE=1 (its cache)."""
+    source, advice = f"hf:{hub_id}[{split}]", "give a local path (a .jsonl/.json/.csv/.parquet file or a spec file) instead"
+    if not os.environ.get("HF_DATASETS_OFFLINE") and not os.environ.get("HF_HUB_OFFLINE"):
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        try:
+            socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=5).close()
+        except OSError as exc:
+            reason = f"the Hugging Face hub is not reachable ({exc}); a hub dataset needs network access, or {advice}"
+            raise DataError(source, reason, skippable=False) from None
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:
+        raise DataError(source, f"could not load it ({type(exc).__name__}: {one_line(exc, 200)}); {advice}", skippable=False) from None
+    return ((Loc(source, None, f"row {n}"), None, dict(row)) for n, row in enumerate(rows, start=1))
 
 
 def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, split: str | None
           ) -> tuple[DatasetSpec, str, Path, Iterator[Record]]:  # fmt: skip
-    """(the spec checked against a CSV header, the source's name in messages, its folder, its records): the hub dataset's
-    `split`, the file `path` (or the source's file in the folder `path`), else the source path or glob under the data root."""
+    """(the spec, its fields checked; the source's name in messages; its folder; its records): the hub dataset's `split`,
+    the file `path` (or the source's file in the folder `path`), else the source's path or glob under the data root."""
+    header, folder = None, Path(".")
     if spec.source.hub:
         hub_split = spec.source.split if split in (None, "all") else split
-        return spec, f"hf:{spec.source.hub}[{hub_split}]", Path("."), hub_records(spec.source.hub, spec.source.config, hub_split)
-    raw = str(spec.source.path)
-    full = Path(path or raw).expanduser()
-    if path is not None and full.is_dir():
-        full = full / Path(raw).name
-    elif path is None and not full.is_absolute():
-        full = Path(root or data_root()).expanduser() / full
-    files = sorted(Path(p) for p in glob.glob(str(full), recursive=True)) if path is None and any(c in raw for c in "*?[") else [full]
-    if not files:
-        raise FileNotFoundError(f"no files match {full}; check the spec's source path (or set VOC_DATA_ROOT / --data-root)")
-    formats = [spec.format or FORMATS.get(file.suffix.lower()) for file in files]
-    if None in formats:
-        name = files[formats.index(None)].name
-        raise ValueError(f"cannot tell the format of {name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
-    streams = [records(file, str(fmt), spec.key_name) for file, fmt in zip(files, formats, strict=True)]
-    if streams[0][0] is not None:  # a CSV header: every mapped field must be in it
-        spec = _check_fields(spec, streams[0][0], Loc(display_name(files[0]), 1, "line 1"), header=True)
-    label = display_name(files[0]) if len(files) == 1 else raw
-    return spec, label, files[0].parent, itertools.chain.from_iterable(stream for _, stream in streams)
-
-
-def _listed(spec: DatasetSpec, name: str, folder: Path) -> Listed:
-    """A split's keys: its `ids`, or its file's keys (a JSON object key -> gold) or items (a JSON list)."""
-    split = spec.splits[name]
-    if split.ids is not None:
-        return {str(key).strip(): (None, Loc(f"split {name!r} of {spec.name}", None, f"{spec.key_name} {key}")) for key in split.ids}
-    values = json_values(folder / str(split.file), spec.key_name)
-    return {(str(value).strip() if key is None else key): (None if key is None else value, loc) for loc, key, value in values}
+        label, rows = f"hf:{spec.source.hub}[{hub_split}]", hub_records(spec.source.hub, spec.source.config, hub_split)
+    else:
+        raw = str(spec.source.path)
+        full = Path(path or raw).expanduser()
+        if path is not None and full.is_dir():
+            full = full / Path(raw).name
+        elif path is None and not full.is_absolute():
+            full = Path(root or data_root()).expanduser() / full
+        files = sorted(map(Path, glob.glob(str(full), recursive=True))) if path is None and any(c in raw for c in "*?[") else [full]
+        if not files:
+            raise FileNotFoundError(f"no files match {full}; check the spec's source path (or set VOC_DATA_ROOT / --data-root)")
+        streams = [records(file, spec.format, spec.key_name) for file in files]
+        label, folder, header = display_name(files[0]) if len(files) == 1 else raw, files[0].parent, streams[0][0]
+        rows = itertools.chain.from_iterable(stream for _, stream in streams)
+    if header is not None:  # a CSV header: every mapped field must be in it
+        spec = _check_fields(spec, header, Loc(display_name(files[0]), 1, "line 1"), header=True)
+    elif spec.infer or spec.source.hub:  # recognise (data files) and check the fields on the first 20 records
+        head = list(itertools.islice(rows, 20))
+        rows, dicts = itertools.chain(head, rows), [(loc, row) for loc, _, row in head if isinstance(row, Mapping)]
+        if dicts:
+            spec = _check_fields(spec, list(dict.fromkeys(k for _, row in dicts for k in row)), dicts[0][0], header=False)
+    return spec, label, folder, rows
 
 
 def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Path | None = None, split: str | None = None,
@@ -221,15 +206,14 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
     file or its folder); `split`: one of the spec's splits or 'all' (for a hub source: the hub split). A bad record
     raises DataError naming file and line, or with `skip_invalid` is skipped and counted in `.report`."""
     spec, label, folder, rows = _open(spec, root, path, split := spec.pick_split(split))
-    if spec.infer or spec.source.hub:  # recognise (data files) and check the fields on the first 20 records
-        head = list(itertools.islice(rows, 20))
-        dicts = [(loc, row) for loc, _, row in head if isinstance(row, Mapping)]
-        if dicts:
-            spec = _check_fields(spec, list(dict.fromkeys(k for _, row in dicts for k in row)), dicts[0][0], header=False)
-        rows = itertools.chain(head, rows)
-    split = None if spec.source.hub else split
-    lists = {name: _listed(spec, name, folder) for name, rule in spec.splits.items() if rule.not_in is None}
-    report, questions, seen, keys, total = LoadReport(source=label), [], {}, set(), 0
+    lists: dict[str, dict[str, tuple[Any, Loc]]] = {}  # a split's keys -> (the gold its file gives, or None; where it is listed)
+    for name, rule in spec.splits.items():
+        if rule.ids is not None:
+            lists[name] = {str(k).strip(): (None, Loc(f"split {name!r} of {spec.name}", None, f"{spec.key_name} {k}")) for k in rule.ids}
+        elif rule.file is not None:
+            entries = records(folder / rule.file, "json", spec.key_name)[1]  # a JSON object key -> gold, or a list of keys
+            lists[name] = {(str(v).strip() if k is None else k): (None if k is None else v, at) for at, k, v in entries}
+    report, questions, seen, keys = LoadReport(source=label), [], {}, set()
 
     def listed_but_missing() -> Iterator[Record]:  # read after the records, when `keys` holds theirs
         for key, (_, at) in lists.get(split or "", {}).items():
@@ -237,13 +221,23 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
                 yield at, None, at.error(f"listed in split {split!r} but missing from {label}")
 
     for index, (loc, key, row) in enumerate(itertools.chain(rows, listed_but_missing())):
-        total += 1
         keys.add(key)
         try:
             if isinstance(row, DataError):
                 raise row
-            question = _question(spec, row, key, index, split, lists, report)
-            if question is not None and question.id in seen:
+            metadata = {}
+            if spec.splits:  # the record's split, from its key, before anything else is read
+                if key is None:
+                    what = f"no key (the file must be an object keyed by {spec.key_name}); it names the record in the splits"
+                    raise ValueError(f"the record has {what}")
+                inside = {
+                    n: key in lists[n] if s.not_in is None else all(key not in lists[o] for o in s.not_in) for n, s in spec.splits.items()
+                }
+                metadata["split"] = next((n for n, yes in inside.items() if yes), None)
+                if split != "all" and metadata["split"] != split:
+                    continue
+            question, dropped = _question(spec, row, key, index, lists.get(metadata.get("split") or "", {}).get(key), metadata)
+            if question.id in seen:
                 raise ValueError(f"duplicate question id {question.id!r} (also at {seen[question.id]}); ids must be unique")
         except (ValueError, TypeError) as exc:  # DataError and pydantic's ValidationError are ValueErrors
             reason = pydantic_reason(exc) if isinstance(exc, ValidationError) else one_line(exc)
@@ -251,10 +245,11 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
             if not skip_invalid:
                 raise report.errors[-1] from None
             continue
-        if question is not None:
-            seen[question.id] = loc.where
-            questions.append(question)
-    if total == 0:
+        seen[question.id] = loc.where
+        questions.append(question)
+        report.dropped_options += dropped
+        report.rows_with_dropped += bool(dropped)
+    if not keys:  # not a single record
         raise DataError(label, "the file holds no rows", line=1, skippable=False)
     if not questions and report.errors:
         first = report.errors[0]

@@ -1,29 +1,30 @@
-"""A dataset as a declarative spec (a YAML file or a pydantic object): where the records are, which fields hold the
-question's parts, checks and splits. `resolve` turns what a user gives into a spec: a built-in `name[:split]` (the
-YAML files in voc/datasets/specs/), a spec file, a data file or a hub id `hf:org/name[:config][@split]`."""
+"""A dataset as a declarative spec (YAML or pydantic): its source, the fields holding the question's parts, checks and
+splits. `resolve` makes one of a built-in `name[:split]`, a spec file, a data file or `hf:org/name[:config][@split]`."""
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from voc.datasets.common import DataError, display_name, one_line
+from voc.datasets.common import FORMATS, DataError, display_name, one_line
 
-FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
-PLACEHOLDERS = ("n/a", "none given")  # option texts dropped at load time, ignoring case and spacing ("" always is)
 HUB = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.-]+))?$")
 SLOT = re.compile(r"\{([^{}]+)\}")
 
 
-class Fields(BaseModel):
-    """Which fields of a record hold the question's parts; `_index` is its position, `_key` its key in a JSON object."""
-
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Fields(Strict):
+    """Which fields of a record hold the question's parts (`_index`: its position, `_key`: its key in a JSON object). `id`
+    is a field or a template like "medqa-{realidx|_index}" ("|": the first that is set); `metadata`: the fields kept (a
+    list, or names -> fields), None for every field not mapped."""
+
     question: str = "question"
     options: str | list[str] = "options"  # one field (dict label -> text, list of texts, or their JSON text), or one per option
     gold: str | None = None
@@ -32,14 +33,9 @@ class Fields(BaseModel):
     context: str | None = None  # a text, or a list of texts joined by context_join
     context_labels: str | None = None  # a list beside the context list: each part becomes "LABEL: text"
     context_join: str = "\n"
-    id: str = "{_index}"  # a field, or a template like "medqa-{realidx|_index}" ("|": the first that is set)
+    id: Annotated[str, AfterValidator(lambda v: v if "{" in v else "{" + v + "}")] = "{_index}"
     subject: str | None = None  # kept as metadata["subject"]: reports then give per-subject tables
-    metadata: list[str] | dict[str, str] | None = None  # fields kept (name -> field); None: every field not mapped above
-
-    @field_validator("id")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        return value if "{" in value else "{" + value + "}"
+    metadata: Annotated[dict[str, str] | None, BeforeValidator(lambda v: {n: n for n in v} if isinstance(v, list) else v)] = None
 
     def used(self) -> list[str]:
         """The record fields this mapping reads, but for metadata."""
@@ -48,10 +44,9 @@ class Fields(BaseModel):
         return [n.strip() for n in names if n]
 
 
-class Source(BaseModel):
+class Source(Strict):
     """A file or glob (relative to the data root; './' or '../' to the spec file), or a Hugging Face dataset."""
 
-    model_config = ConfigDict(extra="forbid")
     path: str | None = None
     hub: str | None = None
     config: str | None = None
@@ -64,11 +59,10 @@ class Source(BaseModel):
         return self
 
 
-class Split(BaseModel):
+class Split(Strict):
     """The records whose key (in a JSON-object file) is listed in `file` (beside the data file: a JSON object key ->
     gold, which must agree with the record's, or a JSON list of keys) or in `ids`; or those in none of the `not_in`."""
 
-    model_config = ConfigDict(extra="forbid")
     file: str | None = None
     ids: list[str | int] | None = None
     not_in: list[str] | None = None
@@ -80,10 +74,9 @@ class Split(BaseModel):
         return self
 
 
-class DatasetSpec(BaseModel):
+class DatasetSpec(Strict):
     """A dataset, declared."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str | None = None
     description: str = ""
     source: Source
@@ -92,9 +85,9 @@ class DatasetSpec(BaseModel):
     infer: bool = False  # recognise fields not given from the first records (data files given by path)
     options: dict[str, str] | None = None  # the same options for every row (PubMedQA's yes/no/maybe)
     n_options: int | None = Field(default=None, ge=2)  # every question has this many options (after placeholders are dropped)
-    placeholders: list[str] = Field(default_factory=lambda: list(PLACEHOLDERS))
+    placeholders: list[str] = ["n/a", "none given"]  # option texts dropped, ignoring case and spacing ("" always is)
     key_name: str = "key"  # how messages name a record's key, e.g. PMID
-    splits: dict[str, Split] = Field(default_factory=dict)
+    splits: dict[str, Split] = {}
     default_split: str | None = None  # with splits: the one loaded by default; without: which split the whole source is
 
     @model_validator(mode="after")
@@ -105,15 +98,6 @@ class DatasetSpec(BaseModel):
         if self.splits and self.default_split not in self.splits:
             raise ValueError(f"default_split must be one of {list(self.splits)}")
         return self
-
-    def with_fields(self, overrides: dict[str, Any], source: str = "fields") -> DatasetSpec:
-        """A copy with fields overridden; a gold given without gold_as is read as `auto` and not checked against `answer`."""
-        if "gold" in overrides and "gold_as" not in overrides:
-            overrides = {"answer_text": None, **overrides, "gold_as": "auto"}
-        try:
-            return self.model_copy(update={"fields": Fields(**{**self.fields.model_dump(exclude_unset=True), **overrides})})
-        except ValidationError as exc:
-            raise DataError(source, pydantic_reason(exc), skippable=False) from None
 
     def pick_split(self, split: str | None) -> str | None:
         """The split to load (default: default_split); one the spec lacks is a one-line error. A hub source takes any."""
@@ -141,13 +125,12 @@ def read_spec(path: str | Path) -> DatasetSpec:
         raise FileNotFoundError(f"no spec file {path}; check the path")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise DataError(name, "a spec is a YAML mapping with at least `source`", skippable=False)
+        spec = DatasetSpec.model_validate({"name": path.stem, **raw})
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise DataError(name, f"not valid YAML ({getattr(exc, 'problem', exc)})", mark and mark.line + 1, skippable=False) from None
-    if not isinstance(raw, dict):
-        raise DataError(name, "a spec is a YAML mapping with at least `source`", skippable=False)
-    try:
-        spec = DatasetSpec.model_validate({"name": path.stem, **raw})
     except ValidationError as exc:
         raise DataError(name, pydantic_reason(exc), skippable=False) from None
     if spec.source.path and spec.source.path.startswith(("./", "../")):
@@ -155,10 +138,7 @@ def read_spec(path: str | Path) -> DatasetSpec:
     return spec
 
 
-@functools.cache
-def builtin_specs() -> dict[str, DatasetSpec]:
-    """The built-in datasets: name -> spec, from voc/datasets/specs/*.yaml."""
-    return {path.stem: read_spec(path) for path in sorted((Path(__file__).parent / "specs").glob("*.yaml"))}
+DATASETS = {path.stem: read_spec(path) for path in sorted((Path(__file__).parent / "specs").glob("*.yaml"))}  # the built-in ones
 
 
 def infer_fields(names: list[str]) -> dict[str, Any]:
@@ -166,14 +146,13 @@ def infer_fields(names: list[str]) -> dict[str, Any]:
     answer_idx (a label, with `answer` its text), else gold, label or answer (auto); context, subject; id or realidx."""
     letters = [n for n in names if len(n) == 1 and n.isupper()]
     found: dict[str, Any] = {n: n for n in ("context", "subject") if n in names}
-    options = next((n for n in ("options", "choices") if n in names), letters if len(letters) >= 2 else None)
-    found.update({"options": options} if options else {})
-    gold = next((n for n in ("answer_idx", "gold", "label", "answer") if n in names), None)
-    if gold:
-        found.update(gold=gold, gold_as="label" if gold == "answer_idx" else "auto")
-        found.update({"answer_text": "answer"} if gold == "answer_idx" and "answer" in names else {})
-    ident = next((n for n in ("id", "realidx") if n in names), None)
-    return {**found, "id": ident} if ident else found
+    found["options"] = next((n for n in ("options", "choices") if n in names), letters if len(letters) >= 2 else None)
+    found["gold"] = next((n for n in ("answer_idx", "gold", "label", "answer") if n in names), None)
+    if found["gold"]:
+        found["gold_as"] = "label" if found["gold"] == "answer_idx" else "auto"
+        found["answer_text"] = "answer" if found["gold"] == "answer_idx" and "answer" in names else None
+    found["id"] = next((n for n in ("id", "realidx") if n in names), None)
+    return {key: value for key, value in found.items() if value}
 
 
 def dataset_name(given: str) -> str:
@@ -182,7 +161,7 @@ def dataset_name(given: str) -> str:
     if given.endswith((".yaml", ".yml")) and Path(given).is_file():
         given = read_spec(given).name or Path(given).stem
     name, _, split = given.partition(":")
-    if name in builtin_specs() and split == builtin_specs()[name].default_split:
+    if name in DATASETS and split == DATASETS[name].default_split:
         return name
     return given.replace("/", "_") if HUB.match(given) else Path(given).name if "/" in given else given
 
@@ -190,8 +169,8 @@ def dataset_name(given: str) -> str:
 def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSpec, str | None]:
     """(spec, split) for what a user gave; `fields` overrides the mapping of data files and hub ids."""
     name, _, split = given.partition(":")
-    if name in builtin_specs():
-        return builtin_specs()[name], builtin_specs()[name].pick_split(split or None)
+    if name in DATASETS:
+        return DATASETS[name], DATASETS[name].pick_split(split or None)
     path, hub = Path(given).expanduser(), HUB.match(given)
     if hub:
         source = Source(hub=hub["id"], config=hub["config"], split=hub["split"] or "test")
@@ -202,7 +181,12 @@ def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSp
     elif path.suffix in FORMATS:
         raise FileNotFoundError(f"no data file {given}; check the path")
     else:
-        known = ", ".join(n + (f" ({'|'.join(s.splits)})" if s.splits else "") for n, s in builtin_specs().items())
+        known = ", ".join(n + (f" ({'|'.join(s.splits)})" if s.splits else "") for n, s in DATASETS.items())
         raise ValueError(f"unknown dataset {given!r}; give a built-in name ({known}; a split as name:split), a spec file (.yaml), "
                          f"a data file ({', '.join(FORMATS)}) or a hub id hf:org/name")  # fmt: skip
-    return DatasetSpec(name=dataset_name(given), source=source, infer=True).with_fields(fields or {}, "--field"), None
+    if "gold" in (fields := fields or {}) and "gold_as" not in fields:  # a gold alone is read as `auto`, not checked against `answer`
+        fields = {"answer_text": None, **fields, "gold_as": "auto"}
+    try:
+        return DatasetSpec(name=dataset_name(given), source=source, fields=Fields(**fields), infer=True), None
+    except ValidationError as exc:
+        raise DataError("--field", pydantic_reason(exc), skippable=False) from None
