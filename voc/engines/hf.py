@@ -40,6 +40,7 @@ from voc.engines.base import (
     Scores,
     TokenizerEngine,
     common_prefix_length,
+    end_of_sequence_ids,
     make_scores,
     sample_seed,
 )
@@ -155,10 +156,7 @@ class HFEngine(TokenizerEngine):
         self.model.eval()
         self.grouped_attention = use_grouped_attention(self.model)
         self.max_model_len = max_model_len or int(getattr(self.model.config, "max_position_embeddings", 2048))
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        self.eos_ids = frozenset(eos if isinstance(eos, list) else [eos]) - {None}
+        self.eos_ids = end_of_sequence_ids(self.tokenizer, self.model.generation_config)
         self.stats.extra.update(prefix_tokens_reused=0, prompt_tokens_run=0)
         self._pieces: dict[int, str] = {}  # token id -> its text alone (for the stop-string pre-check)
 
