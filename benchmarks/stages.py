@@ -47,8 +47,9 @@ from voc.bench.metrics import (  # noqa: E402
 )
 from voc.bench.records import latest_by_key  # noqa: E402
 from voc.bench.report import ci_text, p_text, pct, table  # noqa: E402
-from voc.bench.runner import BenchConfig, RunFolder, describe_hardware, run_bench  # noqa: E402
+from voc.bench.runner import BenchConfig, RunFolder, run_bench  # noqa: E402
 from voc.engines import make_engine  # noqa: E402
+from voc.hardware import describe_hardware  # noqa: E402
 from voc.models import resolve_model  # noqa: E402
 from voc.strategies.voc import FINAL_RULES, rule_rounds  # noqa: E402
 

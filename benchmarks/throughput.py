@@ -22,7 +22,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from voc.datasets import load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores  # noqa: E402
 from voc.engines.hf import HFEngine  # noqa: E402
 from voc.engines.hf_attention import use_grouped_attention, use_stock_attention  # noqa: E402
+from voc.hardware import describe_hardware  # noqa: E402
 from voc.models import resolve_model  # noqa: E402
 from voc.strategies import make_strategy  # noqa: E402
 from voc.types import Answer, Question  # noqa: E402
@@ -338,23 +338,7 @@ def reset_prefix_cache(engine: Any) -> None:
 
 # -- the whole run -------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+    info: dict[str, Any] = {**describe_hardware(), "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg()}
     for package in ("transformers", "vllm", "lm_eval"):
         try:
             info[package] = __import__(package).__version__
@@ -470,9 +454,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     info = machine()
     print(f"{len(questions)} PubMedQA test questions (seed {args.seed}), max_tokens {args.max_tokens}, model {model}")
-    print(
-        f"machine: {info.get('cpu_model', '')} {info['cpu_cores']} cores, {info.get('gpu', 'no GPU')}, load {info['load_average_at_start']}"
-    )
+    print(f"machine: {info['cpu']} {info['cpu_count']} cores, {info.get('gpu', 'no GPU')}, load {info['load_average_at_start']}")
 
     if systems & {"hf", "naive", "lm-eval"}:
         run_transformers(args, model, questions, params, rows, skipped)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from voc.datasets import DATASETS, load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import SamplingParams  # noqa: E402
+from voc.hardware import describe_hardware  # noqa: E402
 from voc.permutations import answer_permuted  # noqa: E402
 from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, Strategy, make_strategy  # noqa: E402
 from voc.types import Answer, Question  # noqa: E402
@@ -169,11 +168,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tables[dataset] = [measure(engine, variant, questions) for variant in variants]
     finally:
         engine.close()
+    hardware = describe_hardware()
     return {
         "model": engine.model_name,
         "engine": args.engine,
         "random_weights": args.random_weights,
-        "device": device_name(),
+        "device": hardware.get("gpu") or hardware["cpu"],
         "datasets": args.datasets,
         "split": args.split,
         "limit": args.limit,
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "verification_tokens": args.verification_tokens,
         "sample_temperature": args.sample_temperature,
         "engine_startup_s": round(startup, 1),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": hardware,
         "date": time.strftime("%Y-%m-%d"),
         "tables": tables,
     }
@@ -204,12 +204,6 @@ def random_weights(model: str | None) -> str:
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=torch.bfloat16).save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     return str(folder)
-
-
-def device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
 
 
 def measure(engine: Any, variant: Variant, questions: list[Any]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from voc.datasets import load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import Generation, SamplingParams, softmax  # noqa: E402
+from voc.hardware import describe_hardware  # noqa: E402
 from voc.strategies import ChainOfThought, VerificationOfChoice  # noqa: E402
 from voc.strategies.voc import FINAL_RULES, combine, split  # noqa: E402
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": engine.model_name, "engine": args.engine, "limit": args.limit, "seed": args.seed, "max_tokens": args.max_tokens,
-                   "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(), "results": results}  # fmt: skip
+                   "date": time.strftime("%Y-%m-%d"), "machine": describe_hardware(), "results": results}  # fmt: skip
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

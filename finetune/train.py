@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 
 from finetune.config import ConfigError, FinetuneConfig, Stage
 from finetune.data import IGNORE, build_stage_data
+from voc.hardware import describe_hardware
 from voc.models import resolve_model
 from voc.prompts import Templates
 
@@ -467,9 +467,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _device_name() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    hardware = describe_hardware()
+    if "gpu" in hardware:
+        return f"{hardware['gpu_count']} x {hardware['gpu']}"
+    return f"cpu ({hardware['cpu']}, {hardware['cpu_count']} cores)"
 
 
 def _versions() -> dict[str, str]:

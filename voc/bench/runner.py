@@ -20,7 +20,6 @@ import errno
 import hashlib
 import logging
 import os
-import platform
 import re
 import socket
 import time
@@ -46,6 +45,7 @@ from voc.bench.records import (
 from voc.datasets import dataset_name, load_spec, resolve, stratified_sample
 from voc.engines import ENGINES, Engine, SamplingParams, make_engine
 from voc.fewshot import FewShotPool, load_pool
+from voc.hardware import describe_hardware
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
 from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
@@ -440,32 +440,6 @@ class BenchOutcome:
     dropped_torn_line: bool = False
     stale: int = 0  # earlier successes recomputed because their prompt hash differs from this run's
     report_files: list[Path] = field(default_factory=list)
-
-
-def describe_hardware() -> dict[str, Any]:
-    """Machine facts for the report: CPU, cores, memory, accelerator."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
-                break
-    except OSError:
-        pass
-    info.setdefault("cpu", platform.processor() or platform.machine())
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
 
 
 def run_bench(

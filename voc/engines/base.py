@@ -93,6 +93,8 @@ class Continuation:
 
 
 Prompt = ChatPrompt | Continuation
+NextTokenRequest = tuple[list[int], list[int]]  # (token ids, the ids whose log-probabilities at the next position are wanted)
+MAX_IDS_PER_REQUEST = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS (vllm/sampling_params.py in 0.32): ids one request may ask for
 
 
 @dataclass
@@ -166,7 +168,7 @@ class TokenizerEngine(Engine):
     """An engine that renders and tokenises prompts locally with a Hugging Face tokenizer.
 
     All three backends derive from it, so they feed the model identical text and token ids.
-    Subclasses set `self.tokenizer`, `self.max_model_len` and `self.eos_ids` before use.
+    Subclasses set `self.tokenizer`, `self.max_model_len` and `self.eos_ids` (`end_of_sequence_ids`) before use.
     """
 
     tokenizer: Any
@@ -231,6 +233,39 @@ class TokenizerEngine(Engine):
         head = list(generation.prompt_ids) if generation.prompt_ids else self.encode(self.render(prompt.prompt))
         return head + without_trailing_space(self.tokenizer, generation.token_ids)
 
+    def score_next_tokens(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[str]],
+        run: Callable[[list[NextTokenRequest]], Sequence[dict[int, float]]],
+    ) -> list[Scores]:
+        """Score candidates token by token with next-token requests: how the vLLM engines score, offline or served.
+
+        For a candidate c = (c1..cn) the requests are context + c[:k] asking for c[k+1], k = 0..n-1. Candidates sharing
+        a prefix share its request (single-token candidates need one request per prompt), split into requests of at most
+        MAX_IDS_PER_REQUEST ids. `run` answers all of them at once (the candidates are known in advance, nothing is
+        sequential) with the log-probability of every asked-for id; a candidate's log-probability is the sum over its
+        tokens, the exact log P(candidate | prompt).
+        """
+        contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
+        wanted: dict[tuple[int, tuple[int, ...]], set[int]] = {}
+        for i, cands in enumerate(cand_ids):
+            for cand in cands:
+                for k, token in enumerate(cand):
+                    wanted.setdefault((i, tuple(cand[:k])), set()).add(token)
+        keys, requests = [], []
+        for (i, prefix), tokens in wanted.items():
+            ordered = sorted(tokens)
+            for start in range(0, len(ordered), MAX_IDS_PER_REQUEST):
+                keys.append((i, prefix))
+                requests.append(([*contexts[i], *prefix], ordered[start : start + MAX_IDS_PER_REQUEST]))
+        logprob: dict[tuple[int, tuple[int, ...], int], float] = {}
+        for (i, prefix), got in zip(keys, run(requests) if requests else [], strict=True):
+            logprob.update({(i, prefix, token): value for token, value in got.items()})
+        self.count_score(contexts)
+        sums = [[sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands] for i, cands in enumerate(cand_ids)]
+        return make_scores(sums, contexts, cand_ids)
+
     def make_generation(self, new_tokens: Sequence[int], prompt_ids: Sequence[int], stop: Sequence[str]) -> Generation:
         """Cut generated ids at the first end-of-sequence token, decode them with the HF tokenizer (so equal
         tokens give equal text on every engine) and cut the text at the first stop string. The kept token ids
@@ -267,6 +302,21 @@ def without_trailing_space(tokenizer: Any, ids: Sequence[int]) -> list[int]:
     while ids and not tokenizer.decode(ids[-1:]).strip():
         ids.pop()
     return ids
+
+
+def end_of_sequence_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
+    """The ids that end a generation on every engine (those vLLM stops at): the tokenizer's `eos_token_id` and the model's
+    generation config's (one id or a list; chat models may end a turn with another token). `model`: the loaded
+    `GenerationConfig`, or the model's folder to read its generation_config.json from."""
+    if isinstance(model, str):
+        from transformers import GenerationConfig
+
+        try:
+            model = GenerationConfig.from_pretrained(model)
+        except OSError:
+            model = None
+    eos = getattr(model, "eos_token_id", None)
+    return frozenset([tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])]) - {None}
 
 
 def encode_rendered(tokenizer: Any, text: str) -> list[int]:
@@ -314,27 +364,6 @@ def encode_after(tokenizer: Any, text: str) -> list[int]:
         if joint[: len(base)] == base:
             return joint[len(base) :]
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def next_token_requests(cand_ids: Sequence[Sequence[Sequence[int]]]) -> dict[tuple[int, tuple[int, ...]], list[int]]:
-    """For token-by-token scoring: (prompt index, candidate prefix) -> the token ids wanted right after it.
-
-    Candidates sharing a prefix share its request; single-token candidates need one request per prompt.
-    """
-    requests: dict[tuple[int, tuple[int, ...]], set[int]] = {}
-    for i, cands in enumerate(cand_ids):
-        for cand in cands:
-            for k, token in enumerate(cand):
-                requests.setdefault((i, tuple(cand[:k])), set()).add(token)
-    return {key: sorted(tokens) for key, tokens in requests.items()}
-
-
-def sum_token_logprobs(
-    cand_ids: Sequence[Sequence[Sequence[int]]], contexts: Sequence[Sequence[int]], logprob: dict[tuple[int, tuple[int, ...], int], float]
-) -> list[Scores]:
-    """Each candidate's log-probability: the sum over its tokens of log P(token | prompt + earlier tokens)."""
-    sums = [[sum(logprob[(i, tuple(c[:k]), c[k])] for k in range(len(c))) for c in cands] for i, cands in enumerate(cand_ids)]
-    return make_scores(sums, contexts, cand_ids)
 
 
 def make_scores(

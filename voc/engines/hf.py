@@ -40,6 +40,7 @@ from voc.engines.base import (
     Scores,
     TokenizerEngine,
     common_prefix_length,
+    end_of_sequence_ids,
     make_scores,
     sample_seed,
 )
@@ -147,7 +148,6 @@ class HFEngine(TokenizerEngine):
         self.share_prefixes = share_prefixes
         self.pack_prefill = self.device.type == "cpu" if pack_prefill is None else pack_prefill
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
-        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -156,10 +156,7 @@ class HFEngine(TokenizerEngine):
         self.model.eval()
         self.grouped_attention = use_grouped_attention(self.model)
         self.max_model_len = max_model_len or int(getattr(self.model.config, "max_position_embeddings", 2048))
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        self.eos_ids = frozenset(eos if isinstance(eos, list) else [eos]) - {None}
+        self.eos_ids = end_of_sequence_ids(self.tokenizer, self.model.generation_config)
         self.stats.extra.update(prefix_tokens_reused=0, prompt_tokens_run=0)
         self._pieces: dict[int, str] = {}  # token id -> its text alone (for the stop-string pre-check)
 
@@ -192,14 +189,18 @@ class HFEngine(TokenizerEngine):
         if batch:
             yield batch
 
-    def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Left-pad to a batch; returns input ids, attention mask and position ids."""
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in sequences], device=self.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids, mask, positions
+    def _pad(
+        self, rows: Sequence[Sequence[int]], start: torch.Tensor | int = 0, left: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token rows padded to one width, on the left (prompts, suffixes) or on the right (candidate tokens): input ids,
+        attention mask (1 on the real tokens) and position ids that count the real tokens from `start`."""
+        width = max(len(r) for r in rows)
+        fill = [[self.tokenizer.pad_token_id] * (width - len(r)) for r in rows]
+        ids = torch.tensor([f + list(r) if left else list(r) + f for f, r in zip(fill, rows, strict=True)], device=self.device)
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)[:, None]
+        columns = torch.arange(width, device=self.device)
+        mask = (columns >= width - lengths if left else columns < lengths).long()
+        return ids, mask, (start + mask.cumsum(-1) - 1).clamp(min=0)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, last_only: bool) -> Any:
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
@@ -289,12 +290,7 @@ class HFEngine(TokenizerEngine):
         self, suffixes: Sequence[list[int]], cache: Any, prefix_mask: torch.Tensor, prefix_logits: torch.Tensor
     ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         """Run each row's own suffix on top of its prefix cache: logits, cache, mask and next positions."""
-        width = max(len(s) for s in suffixes)
-        pad = self.tokenizer.pad_token_id
-        suffix_ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=self.device)
-        suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device)
-        start = prefix_mask.sum(-1, keepdim=True)
-        suffix_positions = (start + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        suffix_ids, suffix_mask, suffix_positions = self._pad(suffixes, start=prefix_mask.sum(-1, keepdim=True))
         full_mask = torch.cat([prefix_mask, suffix_mask], dim=-1)
         out = self._forward(suffix_ids, full_mask, suffix_positions, cache, last_only=True)
         has_suffix = torch.tensor([len(s) > 0 for s in suffixes], device=self.device)
@@ -442,16 +438,12 @@ class HFEngine(TokenizerEngine):
         width = mask.shape[1]
         longest = max(len(cand_ids[rows[r]][j]) for r, j in todo)
         per_chunk = max(1, self.max_batch_tokens // (width + longest))
-        pad = self.tokenizer.pad_token_id
         for start in range(0, len(todo), per_chunk):
             chunk = todo[start : start + per_chunk]
             owner = torch.tensor([r for r, _ in chunk], device=self.device)
             cands = [cand_ids[rows[r]][j] for r, j in chunk]
-            steps = max(len(c) for c in cands) - 1
             # Feed all candidate tokens but the last (right padding: later pads cannot affect earlier tokens).
-            ids = torch.tensor([list(c[:-1]) + [pad] * (steps - len(c) + 1) for c in cands], device=self.device)
-            cand_mask = torch.tensor([[1] * (len(c) - 1) + [0] * (steps - len(c) + 1) for c in cands], device=self.device)
-            pos = positions[owner][:, None] + torch.arange(steps, device=self.device)[None, :]
+            ids, cand_mask, pos = self._pad([c[:-1] for c in cands], start=positions[owner][:, None], left=False)
             out = self._forward(ids, torch.cat([mask[owner], cand_mask], dim=-1), pos, cache.selected(owner), last_only=False)
             logprobs = torch.log_softmax(out.logits.float(), dim=-1)
             for k, ((r, j), c) in enumerate(zip(chunk, cands, strict=True)):

