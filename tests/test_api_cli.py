@@ -40,6 +40,21 @@ def test_answer_batch_equals_answering_one_by_one(tiny_engine: Engine) -> None:
     assert voc.answer_batch([]) == []
 
 
+def test_one_voc_answers_with_another_strategy_and_params_per_call(tiny_engine: Engine) -> None:
+    voc = VoC(engine=tiny_engine, strategy="direct")  # one object, one loaded model
+    question = Question(question="Which is a bone?", options=["femur", "aorta", "retina"])
+    short, sampled = SamplingParams(max_tokens=3), SamplingParams(max_tokens=5, temperature=0.8, seed=1, n=2)
+    direct = voc.answer(question)
+    cot = voc.answer(question, strategy="cot", params=short)
+    verified = voc.answer_batch([question], "voc", sampled)[0]
+    assert (direct.strategy, cot.strategy, verified.strategy) == ("direct", "cot", "voc")
+    assert direct.completions == [] and cot.completion_tokens <= 3
+    assert len(verified.samples) == 2 and verified.completion_tokens <= 2 * 3 * 5  # n paths, each option's budget 5
+    own = VoC(engine=tiny_engine, strategy="cot", params=short).answer(question)  # as an object made for that strategy
+    assert cot.completions == own.completions and cot.probabilities == pytest.approx(own.probabilities)
+    assert voc.answer(question).strategy == "direct" and voc.strategy_for("cot", short) is voc.strategy_for("cot", short)
+
+
 def test_api_misuse_gets_clear_errors(tiny_engine: Engine) -> None:
     voc = VoC(engine=tiny_engine, strategy="direct")
     with pytest.raises(ValueError, match="options are missing"):
