@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,32 @@ def test_answer_batch_equals_answering_one_by_one(tiny_engine: Engine) -> None:
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-3)
         assert [v.text for v in a.verifications.values()] == [v.text for v in b.verifications.values()]
     assert voc.answer_batch([]) == []
+
+
+def test_one_voc_answers_with_another_strategy_and_params_per_call(tiny_engine: Engine) -> None:
+    voc = VoC(engine=tiny_engine, strategy="direct")  # one object, one loaded model
+    question = Question(question="Which is a bone?", options=["femur", "aorta", "retina"])
+    short, sampled = SamplingParams(max_tokens=3), SamplingParams(max_tokens=5, temperature=0.8, seed=1, n=2)
+    direct = voc.answer(question)
+    cot = voc.answer(question, strategy="cot", params=short)
+    verified = voc.answer_batch([question], "voc", sampled)[0]
+    assert (direct.strategy, cot.strategy, verified.strategy) == ("direct", "cot", "voc")
+    assert direct.completions == [] and cot.completion_tokens <= 3
+    assert len(verified.samples) == 2 and verified.completion_tokens <= 2 * 3 * 5  # n paths, each option's budget 5
+    own = VoC(engine=tiny_engine, strategy="cot", params=short).answer(question)  # as an object made for that strategy
+    assert cot.completions == own.completions and cot.probabilities == pytest.approx(own.probabilities)
+    assert voc.answer(question).strategy == "direct" and voc.strategy_for("cot", short) is voc.strategy_for("cot", short)
+
+
+def test_answer_shows_no_loading_progress_bars_without_verbose(tiny_model_dir: Path) -> None:
+    command = [sys.executable, "-m", "voc", "answer", "Is aspirin an anticoagulant?", "-o", "yes", "-o", "no",
+               "--model", str(tiny_model_dir), "--max-tokens", "4"]  # fmt: skip
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Answer: " in quiet.stdout and "%|" not in quiet.stdout + quiet.stderr and "Loading" not in quiet.stderr
+    verbose = subprocess.run([*command, "-v"], capture_output=True, text=True, timeout=600, check=False)
+    assert verbose.returncode == 0 and "voc: verify" in verbose.stderr  # -v shows the round bars (and the libraries' output)
+    assert verbose.stdout == quiet.stdout
 
 
 def test_api_misuse_gets_clear_errors(tiny_engine: Engine) -> None:
@@ -99,3 +126,14 @@ def test_voc_command_runs_on_the_embedded_model_as_a_user_would() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verdict P(correct)=" in result.stdout and result.stdout.count("verdict") == 3
     assert "Answer: " in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_converting_the_embedded_model_shows_no_progress_bars(default_model_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "VOC_CACHE": str(tmp_path)}  # an empty cache: the GGUF file is converted again
+    result = subprocess.run(
+        [sys.executable, "-m", "voc", "answer", "Is aspirin an anticoagulant?", "-o", "yes", "-o", "no", "--strategy", "direct"],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Answer: " in result.stdout and "%|" not in result.stderr and "GGUF" not in result.stderr

@@ -172,13 +172,13 @@ class FaultyEngine(Engine):
                 self.failures -= 1
             raise RuntimeError("simulated engine fault")
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self._maybe_fail(prompts)
-        return self.inner.generate(prompts, params, desc)
+        return self.inner.generate(prompts, params)
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self._maybe_fail(prompts)
-        return self.inner.score(prompts, candidates, desc)
+        return self.inner.score(prompts, candidates)
 
     def render(self, prompt: ChatPrompt) -> str:
         return self.inner.render(prompt)

@@ -143,12 +143,12 @@ class CountingEngine(Engine):
         self.model_name, self.max_model_len = inner.model_name, inner.max_model_len
         self.questions_scored = 0
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
-        return self.inner.generate(prompts, params, desc)
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
+        return self.inner.generate(prompts, params)
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.questions_scored += len(prompts)
-        return self.inner.score(prompts, candidates, desc)
+        return self.inner.score(prompts, candidates)
 
     def render(self, prompt: ChatPrompt) -> str:
         return self.inner.render(prompt) + self.suffix

@@ -170,14 +170,12 @@ class ScriptedEngine(TextEngine):
         self.calls: list[tuple[str, int]] = []
         self.prompts: list[str] = []
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self.calls.append(("generate", len(prompts) * params.n))
         self.prompts += [self.render(p) for p in prompts]
         return [Generation(text=f"path {j}", prompt_tokens=5, completion_tokens=2) for _ in prompts for j in range(params.n)]
 
-    def score(
-        self, prompts: Sequence[ChatPrompt | Continuation], candidates: Sequence[Sequence[str]], desc: str | None = None
-    ) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt | Continuation], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.calls.append(("score", len(prompts)))
         self.prompts += [self.render(p) for p in prompts]
         return [Scores([-float(j) for j in range(len(c))], prompt_tokens=3) for c in candidates]

@@ -190,11 +190,11 @@ class ScriptedEngine(Engine):
         self.scored: list[tuple[ChatPrompt, list[str]]] = []
         self.max_model_len = 100_000
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self.generated.extend(prompts)
         return [Generation(self.replies.pop(0), 0, 0) for _ in prompts]
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.scored.extend(zip(prompts, [list(c) for c in candidates], strict=True))
         return [Scores([0.0] * len(c), 0) for c in candidates]
 

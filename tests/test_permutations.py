@@ -92,13 +92,11 @@ class FakeEngine(TextEngine):
         super().__init__()
         self.calls: list[tuple[str, int]] = []
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self.calls.append(("generate", len(prompts)))
         return [Generation(text="", prompt_tokens=1, completion_tokens=0) for _ in prompts]
 
-    def score(
-        self, prompts: Sequence[ChatPrompt | Continuation], candidates: Sequence[Sequence[str]], desc: str | None = None
-    ) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt | Continuation], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.calls.append(("score", len(prompts)))
         return [Scores(logprobs=self.logprobs(self.render(p), list(c)), prompt_tokens=1) for p, c in zip(prompts, candidates, strict=True)]
 

@@ -34,11 +34,11 @@ class RecordingEngine(Engine):
         self.generated: list[tuple[str, SamplingParams]] = []  # rendered prompt, params
         self.scored: list[tuple[str, list[str]]] = []  # rendered prompt, candidates
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self.generated += [(self.render(p), params) for p in prompts]
         return self.inner.generate(prompts, params)
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.scored += [(self.render(p), list(c)) for p, c in zip(prompts, candidates, strict=True)]
         return self.inner.score(prompts, candidates)
 

@@ -98,13 +98,11 @@ class ScriptedEngine(TextEngine):
         self.script = script
         self.calls: list[tuple[str, int]] = []
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self.calls.append(("generate", len(prompts) * params.n))
         return [Generation(text=f"path {j}", prompt_tokens=5, completion_tokens=2) for _ in prompts for j in range(params.n)]
 
-    def score(
-        self, prompts: Sequence[ChatPrompt | Continuation], candidates: Sequence[Sequence[str]], desc: str | None = None
-    ) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt | Continuation], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.calls.append(("score", len(prompts)))
         results = []
         for prompt, cands in zip(prompts, candidates, strict=True):

@@ -29,11 +29,11 @@ class RecordingEngine(Engine):
         self.max_model_len = inner.max_model_len
         self.calls: list[tuple[str, list[ChatPrompt], list]] = []
 
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         self.calls.append(("generate", list(prompts), []))
         return self.inner.generate(prompts, params)
 
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         self.calls.append(("score", list(prompts), [list(c) for c in candidates]))
         return self.inner.score(prompts, candidates)
 

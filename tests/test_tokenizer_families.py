@@ -121,7 +121,7 @@ class TrainedEngine:
         self.max_model_len = inner.max_model_len
         self.scored: list = []
 
-    def generate(self, prompts, params, desc=None):
+    def generate(self, prompts, params):
         results = []
         for prompt in prompts:
             ids = self.inner.encode(self.inner.render(prompt))
@@ -130,7 +130,7 @@ class TrainedEngine:
             results.append(self.inner.make_generation(record[len(ids) :], ids, params.stop))
         return results
 
-    def score(self, prompts, candidates, desc=None):
+    def score(self, prompts, candidates):
         scores = self.inner.score(prompts, candidates)
         self.scored += list(zip(prompts, candidates, scores, strict=True))
         return scores

@@ -189,10 +189,10 @@ class ScoreRecorder:
         self.max_model_len = inner.max_model_len
         self.calls: list[tuple[list[Any], list[list[str]], list[Any]]] = []
 
-    def generate(self, prompts: Any, params: Any, desc: str | None = None) -> Any:
+    def generate(self, prompts: Any, params: Any) -> Any:
         return self.inner.generate(prompts, params)
 
-    def score(self, prompts: Any, candidates: Any, desc: str | None = None) -> Any:
+    def score(self, prompts: Any, candidates: Any) -> Any:
         scores = self.inner.score(prompts, candidates)
         self.calls.append((list(prompts), [list(c) for c in candidates], scores))
         return scores

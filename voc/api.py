@@ -1,13 +1,14 @@
 """The entry object: `VoC(model).answer(question, options)`.
 
-Like vLLM's `LLM`, one object holds the engine; `answer_batch` is list in, list out, and every
-strategy round of the whole list goes to the engine as one batch.
+Like vLLM's `LLM`, one object holds the engine (one loaded model); `answer_batch(questions, strategy, params)`, like
+`LLM.generate(prompts, sampling_params)`, is list in, list out, and sends each strategy round to the engine as one batch.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from voc.engines import Engine, SamplingParams, make_engine
@@ -26,9 +27,9 @@ class VoC:
     >>> voc.answer("Is aspirin an anticoagulant?", ["yes", "no", "maybe"]).choice
 
     `model`: None (embedded default), a local HF folder, a `.gguf` file or a hub id.
-    `engine`: "hf", "vllm", "openai", or an already started `Engine` (to share one between strategies).
-    `strategy`: "voc" (Verification-of-Choice), "cot" or "direct".
-    `params`: how to generate (max_tokens, temperature, seed, ...); greedy by default.
+    `engine`: "hf", "vllm", "openai", or an already started `Engine`.
+    `strategy`: "voc" (Verification-of-Choice), "cot" or "direct"; `params`: how to generate (max_tokens, temperature,
+    seed, ...), greedy by default. Both are defaults: `answer` and `answer_batch` take others per call.
     `final_rule`: for voc, how to combine the choice round and the verdicts ("combined", "choice", "verdicts", or
     "calibrated_verdicts": the verdicts with the model's lean towards each option position divided out, measured over
     the questions of one `answer_batch` call of at least 8 questions; plain verdicts for fewer); only the rounds the
@@ -76,9 +77,9 @@ class VoC:
         self.samples = params.n
         self.templates = Templates(templates)
         self.fewshot = make_fewshot(fewshot, fewshot_pool, data_root)
-        self.strategy: Strategy = make_strategy(
-            strategy, self.templates, params, final_rule, choose_prompt, verification_tokens, self.fewshot
-        )
+        self._voc_options = (final_rule, choose_prompt, verification_tokens)
+        self._strategies: dict[tuple[str, SamplingParams], Strategy] = {}
+        self.strategy: Strategy = self.strategy_for(strategy, params)  # the default of every call
         if isinstance(engine, Engine):
             self.engine = engine
         else:
@@ -90,18 +91,28 @@ class VoC:
         options: Sequence[str] | Mapping[str, str] | None = None,
         context: str | None = None,
         gold: str | None = None,
+        *,
+        strategy: str | None = None,
+        params: SamplingParams | None = None,
+        use_tqdm: bool = True,
     ) -> Answer:
-        """Answer one question. `options`: a list of texts (labelled A, B, ...) or a dict label -> text."""
+        """Answer one question. `options`: a list of texts (labelled A, B, ...) or a dict label -> text; see `answer_batch`."""
         if isinstance(question, Question):
             if options is not None or context is not None:
                 raise ValueError("pass either a Question or question text with options, not both")
-            return self.answer_batch([question])[0]
-        if options is None:
+        elif options is None:
             raise ValueError("options are missing; pass a list of option texts or a dict label -> text")
-        return self.answer_batch([Question(question=question, options=options, context=context, gold=gold)])[0]
+        else:
+            question = Question(question=question, options=options, context=context, gold=gold)
+        return self.answer_batch([question], strategy, params, use_tqdm=use_tqdm)[0]
 
-    def answer_batch(self, questions: Sequence[Question]) -> list[Answer]:
-        """Answer many questions; each strategy round is one batched engine call for all of them (and all their orderings)."""
+    def answer_batch(
+        self, questions: Sequence[Question], strategy: str | None = None, params: SamplingParams | None = None, *, use_tqdm: bool = True
+    ) -> list[Answer]:
+        """Answer many questions; each strategy round is one batched engine call for all of them (and all their orderings).
+
+        `strategy` and `params` (its `n` the self-consistency paths) override the object's for this call, so one model
+        serves every strategy; `use_tqdm`: show a progress bar per round, as vLLM's `LLM.generate(use_tqdm=...)`."""
         questions = list(questions)
         bad = [type(q).__name__ for q in questions if not isinstance(q, Question)]
         if bad:
@@ -110,10 +121,16 @@ class VoC:
             return []
         if self.fewshot is not None:
             self.fewshot.pool.check_disjoint(questions, "the questions asked")
-        if self.permutations == 1:
-            return self.strategy.run(questions, self.engine)
-        seed = self.strategy.params.seed or 0
-        return answer_permuted(lambda asked: self.strategy.run(asked, self.engine), questions, self.permutations, seed)
+        chosen = self.strategy_for(strategy, params)
+        run = partial(chosen.run, engine=self.engine, use_tqdm=use_tqdm)
+        return run(questions) if self.permutations == 1 else answer_permuted(run, questions, self.permutations, chosen.params.seed or 0)
+
+    def strategy_for(self, strategy: str | None = None, params: SamplingParams | None = None) -> Strategy:
+        """The strategy `strategy` with `params` (default: the object's), made once, so its `round_seconds` add up over calls."""
+        key = (strategy or self.strategy.name, params or self.strategy.params)
+        if key not in self._strategies:
+            self._strategies[key] = make_strategy(key[0], self.templates, key[1], *self._voc_options, self.fewshot)
+        return self._strategies[key]
 
     def close(self) -> None:
         self.engine.close()

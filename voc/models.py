@@ -193,11 +193,17 @@ def convert_gguf(gguf_path: Path, name: str | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_loader
+    from transformers.utils import logging as hf_logging
 
     log.info("converting %s to a Hugging Face folder in %s (once)", gguf_path, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    plain_bar, gguf_loader.tqdm = gguf_loader.tqdm, hf_logging.tqdm  # its de-quantising bar obeys transformers' switch too
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    finally:
+        gguf_loader.tqdm = plain_bar
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

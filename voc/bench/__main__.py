@@ -2,7 +2,7 @@
 
 import sys
 
-from voc.bench.cli import main
+from voc.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

@@ -2,7 +2,7 @@
 
 - Every strategy sees the same questions (one seeded, label-stratified sample per dataset), so strategies can be
   compared pairwise.
-- One engine is shared by all strategies of the run.
+- One `VoC` (one engine, one loaded model) answers with every strategy of the run, named per call.
 - The run fingerprint identifies the model by content (config, tokenizer, chat template and weight files), so a
   model re-trained into the same folder is a changed configuration, and a model moved to another folder is not.
 - Resuming: records already in the output folder are kept when their prompt hash equals the current run's hash of
@@ -291,32 +291,6 @@ def error_message(exc: BaseException) -> str:
     return message if len(message) <= 500 else message[:497] + "..."
 
 
-class RoundBars(Engine):
-    """Passes every call to `inner`, naming each round's progress bar after the dataset and chunk, or hiding it."""
-
-    def __init__(self, inner: Engine, show: bool = True) -> None:  # no super().__init__(): the stats are the inner engine's
-        self.inner, self.show, self.label = inner, show, ""
-        self.stats, self.name, self.model_name, self.max_model_len = inner.stats, inner.name, inner.model_name, inner.max_model_len
-
-    def _desc(self, desc: str | None) -> str | None:
-        return f"{self.label} {desc}".strip() if self.show and desc is not None else None
-
-    def generate(self, prompts: Sequence[Any], params: SamplingParams, desc: str | None = None) -> list[Any]:
-        return self.inner.generate(prompts, params, self._desc(desc))
-
-    def score(self, prompts: Sequence[Any], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Any]:
-        return self.inner.score(prompts, candidates, self._desc(desc))
-
-    def render(self, prompt: Any) -> str:
-        return self.inner.render(prompt)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def __getattr__(self, name: str) -> Any:  # anything else an engine offers (tokenizer, ...)
-        return getattr(self.inner, name)
-
-
 # --- answering with retries -------------------------------------------------------------------------------------
 
 TRANSIENT_ERRNOS = frozenset(
@@ -484,19 +458,9 @@ def run_bench(
             engine = make_engine(config.engine, config.model, **sizes, **config.engine_options)
         session["model_name"] = engine.model_name
         session["engine"] = type(engine).__name__
-        shared = RoundBars(engine, show=progress)  # one engine for every strategy
-        voc_options: dict[str, Any] = {
-            "final_rule": config.final_rule,
-            "choose_prompt": config.choose_prompt,
-            "verification_tokens": config.verification_tokens,
-            "permutations": config.permutations,
-            "fewshot": config.fewshot,
-            "fewshot_pool": pool,
-        }
-        runners = {
-            s: VoC(engine=shared, strategy=s, params=config.params(), templates=config.templates, **voc_options) for s in config.strategies
-        }
-        todo, outcome.stale = plan_work(plan, latest_by_key(earlier), {s: r.strategy for s, r in runners.items()}, engine)
+        options = config.model_dump(include={"templates", "final_rule", "choose_prompt", "verification_tokens", "permutations", "fewshot"})
+        voc = VoC(engine=engine, params=config.params(), fewshot_pool=pool, **options)  # one VoC answers with every strategy
+        todo, outcome.stale = plan_work(plan, latest_by_key(earlier), {s: voc.strategy_for(s) for s in config.strategies}, engine)
         n_todo = sum(len(m) for _, _, m in todo)
         outcome.reused = planned - n_todo
         session.update(to_compute=n_todo, stale_prompt_hash=outcome.stale)
@@ -505,13 +469,11 @@ def run_bench(
         chunk_number = max((r.chunk for r in earlier), default=-1) + 1
         with tqdm(total=n_todo, desc="bench", unit="question", disable=not progress or not n_todo, position=0) as bar:
             for dataset, strategy, missing in todo:
-                runner = runners[strategy]
-                bar.set_postfix_str(f"{dataset} / {strategy}")
                 n_chunks = -(-len(missing) // config.chunk_size)
                 for start in range(0, len(missing), config.chunk_size):
                     chunk = missing[start : start + config.chunk_size]
-                    shared.label = f"{dataset} [{start // config.chunk_size + 1}/{n_chunks}]"
-                    records = _run_chunk(runner, engine, dataset, strategy, chunk, chunk_number, session["id"])
+                    bar.set_postfix_str(f"{dataset} [{start // config.chunk_size + 1}/{n_chunks}] / {strategy}")
+                    records = _run_chunk(voc, strategy, dataset, chunk, chunk_number, session["id"], progress)
                     folder.records.append(records)
                     chunk_number += 1
                     outcome.computed += sum(1 for r in records if r.ok)
@@ -573,19 +535,20 @@ def _merge(first: Sequence[str], second: Sequence[str]) -> list[str]:
 
 
 def _run_chunk(
-    runner: VoC, engine: Engine, dataset: str, strategy: str, chunk: list[Question], chunk_number: int, session: str
+    voc: VoC, strategy: str, dataset: str, chunk: list[Question], chunk_number: int, session: str, progress: bool
 ) -> list[ResultRecord]:
-    """Answer one chunk (with retries) and turn the answers into records with their timings."""
-    rounds_before = dict(runner.strategy.round_seconds)
+    """Answer one chunk with one strategy (retried as `answer_chunk` says) and make the records, with their timings."""
+    runner = voc.strategy_for(strategy)
+    rounds_before = dict(runner.round_seconds)
     start = time.perf_counter()
-    outcome = answer_chunk(runner.answer_batch, chunk)
+    outcome = answer_chunk(lambda questions: voc.answer_batch(questions, strategy, use_tqdm=progress), chunk)
     share = (time.perf_counter() - start) / len(chunk)
-    rounds = {k: (v - rounds_before.get(k, 0.0)) / len(chunk) for k, v in runner.strategy.round_seconds.items()}
+    rounds = {k: (v - rounds_before.get(k, 0.0)) / len(chunk) for k, v in runner.round_seconds.items()}
     rounds = {k: v for k, v in rounds.items() if v > 0}
     records = []
     for question, answer, attempts in zip(chunk, outcome.answers, outcome.attempts, strict=True):
         common = {"seconds": share, "round_seconds": rounds, "attempts": attempts, "chunk": chunk_number, "session": session}
-        phash = safe_prompt_hash(runner.strategy, question, engine)
+        phash = safe_prompt_hash(runner, question, voc.engine)
         if isinstance(answer, str):
             records.append(error_record(dataset, strategy, question, answer, prompt_hash=phash, **common))
         else:

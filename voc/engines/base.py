@@ -137,12 +137,12 @@ class Engine(ABC):
         self.stats = EngineStats()
 
     @abstractmethod
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         """Complete every prompt; `params.n` results per prompt (one by default), in order: the n samples of prompt i are
         results i * n to i * n + n - 1."""
 
     @abstractmethod
-    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         """Log-probability of each candidate string as the continuation of its prompt."""
 
     @abstractmethod

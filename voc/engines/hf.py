@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from voc.engines.base import (
     ChatPrompt,
@@ -372,7 +371,7 @@ class HFEngine(TokenizerEngine):
         return generator
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         """Complete every prompt, `params.n` times each (the samples of a prompt one after another).
 
         Sampling with n = 1 draws every row of the call from one generator seeded with `params.seed`. With n > 1 each
@@ -390,35 +389,31 @@ class HFEngine(TokenizerEngine):
             generator = [self._generator(seed) for seed in seeds]
         elif params.temperature > 0:
             generator = self._generator(params.seed)
-        with tqdm(total=len(rows_ids), desc=desc, disable=desc is None, unit="prompt" if n == 1 else "sample") as bar:
-            for batch in self._batches(rows_ids, room=params.max_tokens):
-                rows, logits, cache, mask, positions = self._prefill(batch, rows_ids, params.max_tokens)
-                row_generators = [generator[i] for i in rows] if isinstance(generator, list) else generator
-                new_tokens = self._decode(logits, cache, mask, positions, params, row_generators)
-                del cache
-                for index, new in zip(rows, new_tokens, strict=True):
-                    results[index] = self.make_generation(new, rows_ids[index], params.stop)
-                bar.update(len(rows))
+        for batch in self._batches(rows_ids, room=params.max_tokens):
+            rows, logits, cache, mask, positions = self._prefill(batch, rows_ids, params.max_tokens)
+            row_generators = [generator[i] for i in rows] if isinstance(generator, list) else generator
+            new_tokens = self._decode(logits, cache, mask, positions, params, row_generators)
+            del cache
+            for index, new in zip(rows, new_tokens, strict=True):
+                results[index] = self.make_generation(new, rows_ids[index], params.stop)
         done = [g for g in results if g is not None]
         self.count_generate(encoded, done)
         return done
 
     # -- scoring -------------------------------------------------------------------------
     @torch.inference_mode()
-    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         contexts, cand_ids = self.encode_for_scoring(prompts, candidates)
         results: list[list[float]] = [[0.0] * len(c) for c in candidates]
         room = max((len(c) for cands in cand_ids for c in cands), default=1)
-        with tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt") as bar:
-            for batch in self._batches(contexts, room=room):
-                multi = any(len(c) > 1 for g in batch for i in g.members for c in cand_ids[i])
-                rows, logits, cache, mask, positions = self._prefill(batch, contexts, room, need_cache=multi)
-                first = torch.log_softmax(logits.float(), dim=-1)  # the next-token distribution after each prompt
-                for r, i in enumerate(rows):
-                    results[i] = [first[r, c[0]].item() for c in cand_ids[i]]
-                self._score_continuations(rows, cand_ids, results, cache, mask, positions)
-                del cache
-                bar.update(len(rows))
+        for batch in self._batches(contexts, room=room):
+            multi = any(len(c) > 1 for g in batch for i in g.members for c in cand_ids[i])
+            rows, logits, cache, mask, positions = self._prefill(batch, contexts, room, need_cache=multi)
+            first = torch.log_softmax(logits.float(), dim=-1)  # the next-token distribution after each prompt
+            for r, i in enumerate(rows):
+                results[i] = [first[r, c[0]].item() for c in cand_ids[i]]
+            self._score_continuations(rows, cand_ids, results, cache, mask, positions)
+            del cache
         self.count_score(contexts)
         return make_scores(results, contexts, cand_ids)
 

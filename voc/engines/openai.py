@@ -160,7 +160,7 @@ class OpenAIEngine(TokenizerEngine):
         return results
 
     # -- the two operations ----------------------------------------------------------------------
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         encoded = self.encode_prompts(prompts, params.max_tokens)
         sampled, n = params.temperature > 0, params.n
         requests = []
@@ -195,7 +195,7 @@ class OpenAIEngine(TokenizerEngine):
         self.count_generate(encoded, results)
         return results
 
-    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         def run(requests: list[NextTokenRequest]) -> list[dict[int, float]]:
             one_token = {"max_tokens": 1, "temperature": 0.0, "logprobs": 1}  # vLLM needs `logprobs` set for `logprob_token_ids`
             by_id = {"return_tokens_as_token_ids": True}

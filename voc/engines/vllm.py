@@ -119,12 +119,12 @@ class VLLMEngine(TokenizerEngine):
         self.eos_ids = end_of_sequence_ids(self.tokenizer, self.model_path)
         self.stats.extra.update(prefix_cache_queries=0, prefix_cache_hits=0, prefix_cache_hit_rate=0.0)
 
-    def _run(self, token_ids: Sequence[list[int]], params: Any, desc: str | None) -> list[Any]:
+    def _run(self, token_ids: Sequence[list[int]], params: Any) -> list[Any]:
         """One `LLM.generate` call over token-id prompts; updates the prefix-cache counters."""
         if self.llm is None:
             raise RuntimeError("the vllm engine is closed; start a new one")
         prompts = [self._vllm.TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids]
-        outputs = self.llm.generate(prompts, params, use_tqdm=desc is not None)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)  # progress is the strategy's (its round bars)
         extra = self.stats.extra
         extra["prefix_cache_queries"] += sum(len(o.prompt_token_ids) for o in outputs)
         extra["prefix_cache_hits"] += sum(o.num_cached_tokens or 0 for o in outputs)
@@ -133,7 +133,7 @@ class VLLMEngine(TokenizerEngine):
         return outputs
 
     # -- the two operations ----------------------------------------------------------------
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
         encoded = self.encode_prompts(prompts, params.max_tokens)
@@ -152,7 +152,7 @@ class VLLMEngine(TokenizerEngine):
             sampling: Any = [self._vllm.SamplingParams(**common, seed=sample_seed(params.seed, i, n)) for i in range(len(prompts))]
         else:
             sampling = self._vllm.SamplingParams(**common, seed=params.seed)
-        outputs = self._run(encoded, sampling, desc)
+        outputs = self._run(encoded, sampling)
         results = [
             self.make_generation(sample.token_ids, ids, params.stop)
             for ids, out in zip(encoded, outputs, strict=True)
@@ -163,11 +163,11 @@ class VLLMEngine(TokenizerEngine):
         self.count_generate(encoded, results)
         return results
 
-    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         def run(requests: list[NextTokenRequest]) -> list[dict[int, float]]:
             one_token = self._vllm.SamplingParams
             sampling = [one_token(max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False) for _, wanted in requests]
-            outputs = self._run([ids for ids, _ in requests], sampling, desc)
+            outputs = self._run([ids for ids, _ in requests], sampling)
             return [{t: e.logprob for t, e in out.outputs[0].logprobs[0].items()} for out in outputs]  # asked-for ids and the sampled one
 
         return self.score_next_tokens(prompts, candidates, run)

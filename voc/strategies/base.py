@@ -1,16 +1,18 @@
 """What every strategy shares: turning label scores into an `Answer`, and fitting long contexts.
 
 A strategy is a few rounds; each round sends the prompts of ALL questions to the engine in one
-batched call. Round timings are kept in `round_seconds` for throughput reports.
+batched call, timed in `round_seconds` (for throughput reports) and, with `use_tqdm`, shown as a progress bar.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
+
+from tqdm.auto import tqdm
 
 from voc.engines.base import Engine, PromptTooLongError, SamplingParams, softmax
 from voc.fewshot import FewShot
@@ -23,7 +25,7 @@ TRUNCATION_MARK = " ..."  # ends a shortened context, so the model sees that tex
 
 
 class Strategy:
-    """Base class: subclasses implement `run(questions, engine)`."""
+    """Base class: subclasses implement `run(questions, engine, use_tqdm)`."""
 
     name: ClassVar[str] = "strategy"
     template_files: ClassVar[tuple[str, ...]] = ()
@@ -96,7 +98,8 @@ class Strategy:
         """The `candidate` block of `template` for the question's gold label (e.g. " B")."""
         return self.templates.block(template, "candidate", label=gold_of(question)["label"])
 
-    def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
+    def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
+        """Answer `questions`, each round one batched engine call; `use_tqdm`: show a progress bar per round."""
         raise NotImplementedError
 
     def answer_from_paths(
@@ -105,10 +108,13 @@ class Strategy:
         return answer_from_paths(question, self.name, paths, choice_logprobs, fewshot=self.example_ids(question), **fields)
 
     @contextmanager
-    def timed(self, round_name: str) -> Any:
+    def round(self, name: str, prompts: int, use_tqdm: bool) -> Iterator[None]:
+        """Time one round (`round_seconds`) and, with `use_tqdm`, show a bar `<strategy>: <round>` around its engine call."""
         start = time.perf_counter()
-        yield
-        self.round_seconds[round_name] = self.round_seconds.get(round_name, 0.0) + time.perf_counter() - start
+        with tqdm(total=prompts, desc=f"{self.name}: {name}", unit="prompt", disable=not use_tqdm, leave=False) as bar:
+            yield
+            bar.update(prompts)
+        self.round_seconds[name] = self.round_seconds.get(name, 0.0) + time.perf_counter() - start
 
     def candidates(self, template: str, question: Question) -> list[str]:
         return [self.templates.block(template, "candidate", label=label) for label in question.labels]

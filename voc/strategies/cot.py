@@ -37,7 +37,7 @@ class ChainOfThought(Strategy):
             "answer": self.templates.block(TEMPLATE, "answer_prefix") + self.gold_candidate(TEMPLATE, example),
         }
 
-    def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
+    def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
         """Reason (`params.n` sampled paths per question, one engine call), then score the labels after each reasoning
         (one engine call); with several paths the answer is their mean (see voc.selfconsistency)."""
         answer_prefix = self.templates.block(TEMPLATE, "answer_prefix")
@@ -50,11 +50,11 @@ class ChainOfThought(Strategy):
         fitted = [self.fit_context(q, engine, tokens, room) for q in questions]
         prompts = [self.reasoning_prompt(q) for q, _ in fitted]
         params = self.params.model_copy(update={"stop": (*self.params.stop, self.templates.block(TEMPLATE, "stop"))})
-        with self.timed("reason"):
-            reasonings = engine.generate(prompts, params, desc="cot: reason")  # the n paths of question i at i * n + j
+        with self.round("reason", len(prompts), use_tqdm):
+            reasonings = engine.generate(prompts, params)  # the n paths of question i at i * n + j
         choose = [Continuation(prompts[k // n], g, answer_prefix) for k, g in enumerate(reasonings)]  # after the generated tokens
-        with self.timed("choose"):
-            scores = engine.score(choose, [self.candidates(TEMPLATE, fitted[k // n][0]) for k in range(len(choose))], desc="cot: choose")
+        with self.round("choose", len(choose), use_tqdm):
+            scores = engine.score(choose, [self.candidates(TEMPLATE, fitted[k // n][0]) for k in range(len(choose))])
         answers = []
         for i, (q, truncated) in enumerate(fitted):
             gens, path_scores = reasonings[i * n : (i + 1) * n], scores[i * n : (i + 1) * n]

@@ -28,17 +28,13 @@ class Direct(Strategy):
         """A worked example's answer: the answer prefix and the gold label, as the label is scored."""
         return {"answer": self.templates.block(TEMPLATE, "answer_prefix", question=example) + self.gold_candidate(TEMPLATE, example)}
 
-    def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
+    def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
         def tokens(q: Question) -> int:
             return engine.count_tokens(engine.render(self.prompt(q)))
 
         fitted = [self.fit_context(q, engine, tokens, CANDIDATE_ROOM) for q in questions]
-        with self.timed("choose"):
-            scores = engine.score(
-                [self.prompt(q) for q, _ in fitted],
-                [self.candidates(TEMPLATE, q) for q, _ in fitted],
-                desc="direct: choose",
-            )
+        with self.round("choose", len(fitted), use_tqdm):
+            scores = engine.score([self.prompt(q) for q, _ in fitted], [self.candidates(TEMPLATE, q) for q, _ in fitted])
         return [
             make_answer(
                 q,

@@ -119,7 +119,7 @@ class VerificationOfChoice(Strategy):
             update["max_tokens"] = self.verification_tokens
         return self.params.model_copy(update=update)
 
-    def run(self, questions: Sequence[Question], engine: Engine) -> list[Answer]:
+    def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
         params, rounds = self.verify_params, self.rounds
         max_tokens = params.max_tokens
 
@@ -136,15 +136,15 @@ class VerificationOfChoice(Strategy):
         n = params.n  # self-consistency paths: path j of a question is the j-th sampled verification of each of its options
 
         verify_prompts = [self.verify_prompt(q, lab) for q, lab in pairs]
-        with self.timed("verify"):
-            generations = engine.generate(verify_prompts, params, desc="voc: verify")  # sample j of pair p at p * n + j
+        with self.round("verify", len(verify_prompts), use_tqdm):
+            generations = engine.generate(verify_prompts, params)  # sample j of pair p at p * n + j
 
         verdict_p: list[float | None] = [None] * len(generations)
         verdict_tokens = [0] * len(generations)
         if "verdict" in rounds:
             requests = [self.verdict_prompt(*pairs[k // n], verify_prompts[k // n], g) for k, g in enumerate(generations)]
-            with self.timed("verdict"):
-                scores = engine.score([r[0] for r in requests], [r[1] for r in requests], desc="voc: verdicts")
+            with self.round("verdict", len(requests), use_tqdm):
+                scores = engine.score([r[0] for r in requests], [r[1] for r in requests])
             verdict_p = [softmax(s.logprobs)[0] for s in scores]
             verdict_tokens = [s.prompt_tokens for s in scores]
 
@@ -165,8 +165,8 @@ class VerificationOfChoice(Strategy):
                 for gens, ps in zip(path_gens, path_ps, strict=True)
             ]
             candidates = [self.candidates(self.choose_template, q) for q, _ in fitted for _ in range(n)]
-            with self.timed("choose"):
-                choices = engine.score(prompts, candidates, desc="voc: choose")  # path j of question i at i * n + j
+            with self.round("choose", len(prompts), use_tqdm):
+                choices = engine.score(prompts, candidates)  # path j of question i at i * n + j
 
         answers = []
         for i, (q, truncated, path_gens, path_ps, path_tokens) in enumerate(per_question):

@@ -1,4 +1,4 @@
-"""`voc bench` and `voc report`: `add_parsers(subparsers)` adds both to the `voc` command line."""
+"""`voc bench` (run or resume a benchmark, then print its summary) and `voc report` (rewrite or compare reports)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from voc.commands import add_model_arguments, engine_options
 from voc.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from voc.bench.runner import BenchConfig
 
 
 def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
@@ -19,9 +23,7 @@ def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `voc bench` (also used by benchmarks/run.py)."""
-    from voc.cli import add_model_arguments
-
+    """The options of `voc bench`."""
     add_model_arguments(parser)
     parser.set_defaults(seed=0)
     _set_help(parser, "seed", "seed of the --limit sample (and of sampled generation); default 0")
@@ -98,17 +100,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
     from voc.bench.runner import BenchConfig
-    from voc.cli import engine_options
 
-    options = engine_options(args)
-    if args.engine == "hf":
-        options = {k: v for k, v in options.items() if v not in (None, False)}
     return BenchConfig(
         model=args.model,
         engine=args.engine,
-        engine_options=options,
+        engine_options=engine_options(args),
         datasets=args.dataset,
         fields=field_overrides(args.field),
         strategies=args.strategy,
@@ -243,7 +241,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `bench` and `report` to the `voc` command's subparsers."""
     bench = subparsers.add_parser("bench", help="benchmark strategies on built-in datasets or your own question files (resumable)")
     add_bench_arguments(bench)
@@ -252,10 +250,3 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("runs", nargs="+", help="run folders written by voc bench")
     report.add_argument("--out", default=None, help="write the side-by-side page to this markdown file")
     report.set_defaults(handler=cmd_report)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`voc` with the bench and report commands (the same as the `voc` command)."""
-    from voc.cli import main as voc_main
-
-    return voc_main(argv)
