@@ -94,3 +94,28 @@ def test_strategy_variants_take_permutations_and_samples() -> None:
     assert strategies.parse_variant("cot", SamplingParams()).permutations == 1
     with pytest.raises(ValueError, match=r"bad modifier \+shuffle3"):
         strategies.parse_variant("cot+shuffle3", SamplingParams())
+
+
+def test_hf_mechanisms_benchmark_times_every_system_on_every_workload_and_checks_agreement(
+    tiny_model_dir: Path, data_root: Path, tmp_path: Path
+) -> None:
+    """benchmarks/hf_mechanisms.py on the tiny model: a row per system and workload, each with its agreement with stock."""
+    mechanisms = load_script("hf_mechanisms")
+    out = tmp_path / "mechanisms.json"
+    assert mechanisms.main(["--model", str(tiny_model_dir), "--n", "2", "--max-tokens", "3", "--no-warmup", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["system"], r["workload"]): r for r in report["rows"]}
+    generation = {"cot-generate", "verify-generate"}
+    expected = {(s, w) for s in mechanisms.SYSTEMS for w in mechanisms.WORKLOADS if w in generation or s != "stock-static"}
+    skipped = {tuple(k.split("/")) for k in report["skipped"]}  # a system that cannot run here, or not on one workload
+    assert set(rows) == {(s, w) for s, w in expected if (s,) not in skipped and (s, w) not in skipped}
+    assert {"engine", "stock"} <= {s for s, _ in rows}
+    assert len(report["question_ids"]) == 2 and report["workloads"]["verify-generate"]["prompts"] == 6  # 3 options each
+    for (system, workload), row in rows.items():
+        assert row["seconds"] > 0 and row["agreement"]["reference"] == "stock"
+        keys = {"token_identical", "text_equal"} if workload in generation else {"argmax_equal", "max_abs_logprob_diff"}
+        assert keys <= set(row["agreement"])
+        if system == "stock":
+            assert row["x_stock"] == 1.0
+    assert {g["with"] for g in report["gains"]} >= {"engine", "stock-sorted"}
+    assert report["machine"]["cpu_count"] and report["date"]
