@@ -211,7 +211,7 @@ class NaiveTransformers(Engine):
         return self.hf.count_tokens(text)
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams, desc: str | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:
         results = []
         for prompt in prompts:
             context = self.hf.encode(self.render(prompt))
@@ -236,7 +236,7 @@ class NaiveTransformers(Engine):
         return results
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]], desc: str | None = None) -> list[Scores]:
+    def score(self, prompts: Sequence[ChatPrompt], candidates: Sequence[Sequence[str]]) -> list[Scores]:
         results = []
         contexts, all_cand_ids = self.hf.encode_for_scoring(prompts, candidates)  # the same tokens as the engine scores
         for context, cands in zip(contexts, all_cand_ids, strict=True):
