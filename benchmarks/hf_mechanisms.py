@@ -10,7 +10,6 @@ workloads of the strategies, rendered by the strategies themselves, are run in o
                      similar length)
   engine-stock-attn  the engine on transformers' stock SDPA attention (keys/values copied per query head, `repeat_kv`)
                      instead of its grouped-query attention
-  engine-gqa-attn    the engine on torch SDPA with `enable_gqa=True` instead of its grouped-query attention
   engine-concat-kv   the engine with its reserved KV cache growing by concatenation, as transformers' `DynamicLayer`
                      does (the engine has no switch for this: the benchmark swaps the layer class while it runs)
   stock              a stock batched forward pass / `model.generate`: left padding (`tokenizer.pad`, padding_side
@@ -18,8 +17,8 @@ workloads of the strategies, rendered by the strategies themselves, are run in o
                      most --batch-size rows and the engine's padded-token budget
   stock-sorted       stock with the prompts sorted by length before batching (length bucketing, the stock way)
   stock-static       stock `model.generate` with `cache_implementation="static"` (generation only)
-  stock-gqa-attn     stock on torch SDPA with `enable_gqa=True` (transformers' SDPA path copies keys/values per query
-                     head whenever there is a padding mask)
+  stock-gqa-attn     stock on the engine's attention: torch SDPA with `enable_gqa=True` (transformers' SDPA path
+                     copies keys/values per query head whenever there is a padding mask)
 
 Workloads (prompts and candidates exactly as the strategies build them; both sides run the same token ids):
   direct-score       the `direct` round: the option labels scored after each direct prompt (one prompt per question)
@@ -64,8 +63,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from transformers import AttentionInterface  # noqa: E402
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask  # noqa: E402
 
 from voc.datasets import load_dataset, stratified_sample  # noqa: E402
 from voc.engines import hf_attention  # noqa: E402
@@ -80,44 +77,8 @@ from voc.types import Question  # noqa: E402
 
 KEEP_THRESHOLD = 1.3  # the issue's rule: keep a mechanism only where it pays at least this much
 WORKLOADS = ("direct-score", "cot-generate", "verify-generate", "verdict-score")
-GQA_ATTENTION = "bench_sdpa_enable_gqa"
-
-
-# -- torch SDPA with enable_gqa, as a transformers attention function -----------------------------------
-def sdpa_enable_gqa(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    is_causal: bool | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA path, except that grouped-query keys/values go to torch's SDPA as they are (`enable_gqa=True`)
-    even with a padding mask, where transformers copies them per query head (`repeat_kv`)."""
-    q_len, kv_len = query.shape[2], key.shape[2]
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(q_len > 1 and attention_mask is None and causal)
-    if causal and kv_len > q_len:  # an empty static cache's prefill, as transformers' own SDPA path handles it
-        key, value = key[:, :, :q_len], value[:, :, :q_len]
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=attention_mask,
-        dropout_p=dropout,
-        scale=scaling,
-        is_causal=causal,
-        enable_gqa=key.shape[1] != query.shape[1],
-    )
-    return out.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(GQA_ATTENTION, sdpa_enable_gqa)
-AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)
-ATTENTION = {"grouped": hf_attention.GROUPED_ATTENTION, "sdpa": "sdpa", "sdpa-gqa": GQA_ATTENTION}
+# the engine's attention is torch SDPA with enable_gqa (`hf_attention.grouped_query_attention`)
+ATTENTION = {"grouped": hf_attention.GROUPED_ATTENTION, "sdpa": "sdpa"}
 
 
 # -- the reserved KV cache switched off ---------------------------------------------------------------
@@ -180,8 +141,6 @@ SYSTEMS = {
                mechanism="CPU length runs (bucketing)", switch="pack_prefill=False", gain=("engine-no-pack", "engine")),
         System("engine-stock-attn", True, "engine on stock SDPA (repeat_kv)", "sdpa",
                mechanism="grouped attention vs stock SDPA", switch=NO_ATTENTION_SWITCH, gain=("engine-stock-attn", "engine")),
-        System("engine-gqa-attn", True, "engine on SDPA enable_gqa", "sdpa-gqa",
-               mechanism="grouped attention vs SDPA enable_gqa", switch=NO_ATTENTION_SWITCH, gain=("engine-gqa-attn", "engine")),
         System("engine-concat-kv", True, "engine, KV cache grown by concatenation", "grouped", concat_kv=True,
                mechanism="reserved KV cache vs concatenation", switch="none in the engine: ReservedKVLayer swapped for ConcatKVLayer",
                gain=("engine-concat-kv", "engine")),
@@ -191,7 +150,7 @@ SYSTEMS = {
                gain=("stock", "stock-sorted")),
         System("stock-static", False, 'stock generate, cache_implementation="static"', static=True, generate_only=True,
                mechanism="StaticCache, stock", switch='cache_implementation="static"', gain=("stock", "stock-static")),
-        System("stock-gqa-attn", False, "stock on SDPA enable_gqa", "sdpa-gqa",
+        System("stock-gqa-attn", False, "stock on SDPA enable_gqa", "grouped",
                mechanism="SDPA enable_gqa, stock", switch="attention function", gain=("stock", "stock-gqa-attn")),
     )
 }  # fmt: skip
@@ -534,7 +493,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not engine.pack_prefill:
         reasons["engine-no-pack"] = "pack_prefill is already off on this device"
     if not engine.grouped_attention:
-        for name in ("engine-stock-attn", "engine-gqa-attn", "stock-gqa-attn"):
+        for name in ("engine-stock-attn", "stock-gqa-attn"):
             reasons[name] = "the model is not on SDPA attention, so the engine does not use its grouped attention"
     skipped = {name: reason for name, reason in reasons.items() if name in args.systems}
     systems = [SYSTEMS[name] for name in args.systems if name not in skipped]

@@ -7,13 +7,14 @@ unless it is handed to `use_grouped_attention`):
   tokens still to come, and each step writes its new token in place. transformers' `DynamicLayer`
   concatenates instead, i.e. copies the whole cache of every layer at every generated token.
 - `grouped_query_attention`: for grouped-query models (several query heads per key/value head,
-  e.g. SmolLM2: 9 query heads, 3 KV heads) the query heads of a group are folded into the
-  query-length axis, so each key/value head is read once. transformers' stock SDPA path copies
-  keys and values once per query head (`repeat_kv`) whenever there is an attention mask, which a
-  batched decoding step always has (left padding).
+  e.g. SmolLM2: 9 query heads, 3 KV heads) torch's SDPA with `enable_gqa=True` reads each key/value
+  head once. transformers' stock SDPA path copies keys and values once per query head (`repeat_kv`)
+  whenever there is an attention mask, which a batched decoding step always has (left padding).
+  (The engine used to fold query heads into the query axis by hand; torch's `enable_gqa` was as fast,
+  0.90-1.02x, in `benchmarks/hf_mechanisms.py`.)
 
 On a 2-core CPU a 27-row decoding step of SmolLM2-135M over 600 cached tokens takes about 180 ms with
-both against about 360 ms without (`benchmarks/README.md`).
+both against about 360 ms without (`benchmarks/README.md`, measured with the hand-folded attention).
 """
 
 from __future__ import annotations
@@ -142,36 +143,32 @@ def grouped_query_attention(
     is_causal: bool | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA with the query heads of each KV head folded into the query axis (no copies of keys/values).
+    """transformers' SDPA path, except that grouped-query keys/values go to torch's SDPA as they are
+    (`enable_gqa=True`) even under a padding mask, where transformers copies them per query head (`repeat_kv`).
 
-    query [batch, heads, q, dim], key/value [batch, kv_heads, kv, dim], mask [batch, 1, q, kv].
-    Query head h belongs to KV head h // (heads // kv_heads), as in transformers' `repeat_kv`.
-    Cases it does not cover (no mask: plain causal prefill; no grouping; position biases, attention
-    sinks, dropout) go to transformers' own SDPA function.
+    query [batch, heads, q, dim], key/value [batch, kv_heads, kv, dim], mask [batch, 1, q, kv]. Position biases and
+    attention sinks go to transformers' own SDPA function.
     """
-    batch, heads, q_len, dim = query.shape
-    kv_heads = key.shape[1]
-    special = dropout or kwargs.get("position_bias") is not None or kwargs.get("s_aux") is not None
-    # With several query positions the mask must be repeated per folded row; fold only while that copy is
-    # no larger than the key/value copies it avoids (decoding always folds; long padded prefills do not).
-    mask_too_big = (
-        attention_mask is not None
-        and q_len > 1
-        and (heads // kv_heads) * q_len * attention_mask.element_size() > 2 * (heads - kv_heads) * dim * key.element_size()
-    )
-    if attention_mask is None or heads == kv_heads or special or mask_too_big:
+    if kwargs.get("position_bias") is not None or kwargs.get("s_aux") is not None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
-    group = heads // kv_heads
-    folded = query.reshape(batch, kv_heads, group * q_len, dim)
-    mask = attention_mask
-    if q_len > 1:  # each folded row needs its own query position's mask row
-        kv_len = attention_mask.shape[-1]
-        mask = attention_mask[:, :, None].expand(batch, attention_mask.shape[1], group, q_len, kv_len)
-        mask = mask.reshape(batch, attention_mask.shape[1], group * q_len, kv_len)
-    out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
-    return out.view(batch, heads, q_len, dim).transpose(1, 2).contiguous(), None
+    q_len = query.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(q_len > 1 and attention_mask is None and causal)
+    if causal and key.shape[2] > q_len:  # an empty static cache's prefill, as transformers' own SDPA path handles it
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=causal,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
