@@ -137,3 +137,14 @@ def test_converting_the_embedded_model_shows_no_progress_bars(default_model_dir:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Answer: " in result.stdout and "%|" not in result.stderr and "GGUF" not in result.stderr
+
+
+def test_vllm_loading_bar_is_off_unless_verbose() -> None:
+    """vLLM's weight-loading bar has no environment switch: `voc answer --engine vllm` turns it off unless -v."""
+    from voc.cli import build_parser
+    from voc.commands import engine_options
+
+    argv = ["answer", "Is aspirin an anticoagulant?", "-o", "yes", "-o", "no", "--engine", "vllm"]
+    assert engine_options(build_parser().parse_args(argv))["use_tqdm_on_load"] is False
+    assert "use_tqdm_on_load" not in engine_options(build_parser().parse_args(["-v", *argv]))
+    assert "use_tqdm_on_load" not in engine_options(build_parser().parse_args(argv[:-2]))  # hf: no such option

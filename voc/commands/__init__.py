@@ -39,4 +39,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, object]:
     if args.engine == "openai" and not args.base_url:
         raise ValueError("--engine openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
     taken = {"hf": ("device", "dtype", "trust_remote_code"), "vllm": ("dtype", "trust_remote_code"), "openai": ("base_url",)}
-    return {name: getattr(args, name) for name in taken[args.engine] if getattr(args, name)}
+    options: dict[str, object] = {name: getattr(args, name) for name in taken[args.engine] if getattr(args, name)}
+    if args.engine == "vllm" and not args.verbose:  # vLLM's weight-loading bar has no environment switch
+        options["use_tqdm_on_load"] = False
+    return options
