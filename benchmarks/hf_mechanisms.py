@@ -50,7 +50,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ from voc.hardware import describe_hardware  # noqa: E402
 from voc.strategies import ChainOfThought, Direct, VerificationOfChoice, make_strategy  # noqa: E402
 from voc.strategies import cot as cot_module  # noqa: E402
 from voc.strategies import direct as direct_module  # noqa: E402
-from voc.strategies.base import CANDIDATE_ROOM, Strategy  # noqa: E402
+from voc.strategies.base import Prepared  # noqa: E402
 from voc.types import Question  # noqa: E402
 
 KEEP_THRESHOLD = 1.3  # the issue's rule: keep a mechanism only where it pays at least this much
@@ -278,50 +278,32 @@ class Workload:
         return Workload(self.name, self.prompts[:n], self.candidates[:n] if self.candidates else None, params)
 
 
-def fitted(
-    strategy: Strategy, questions: Sequence[Question], engine: HFEngine, prompts: Callable[[Question], list[Prompt]], room: int
-) -> list[Question]:
-    """The questions as the strategy fits them to the model's window (contexts cut only when its longest prompt is too long)."""
-
-    def tokens(q: Question) -> int:
-        return max(engine.count_tokens(engine.render(p)) for p in prompts(q))
-
-    return [strategy.fit_context(q, engine, tokens, room)[0] for q in questions]
-
-
 def build_workloads(
     engine: HFEngine, questions: Sequence[Question], max_tokens: int
-) -> tuple[dict[str, Workload], VerificationOfChoice, list[Question]]:
-    """direct-score, cot-generate and verify-generate, with the VoC strategy and its fitted questions: verdict-score needs
-    the verifications (`verdict_workload`)."""
+) -> tuple[dict[str, Workload], VerificationOfChoice, list[Prepared]]:
+    """direct-score, cot-generate and verify-generate, with the VoC strategy and its prepared questions (contexts fitted as
+    the strategies fit them): verdict-score needs the verifications (`verdict_workload`)."""
     params = SamplingParams(max_tokens=max_tokens)
     direct = make_strategy("direct", params=params)
     cot = make_strategy("cot", params=params)
     voc = make_strategy("voc", params=params, final_rule="verdicts")
     assert isinstance(direct, Direct) and isinstance(cot, ChainOfThought) and isinstance(voc, VerificationOfChoice)
-    direct_qs = fitted(direct, questions, engine, lambda q: [direct.prompt(q)], CANDIDATE_ROOM)
-    answer_prefix = engine.count_tokens(cot.templates.block(cot_module.TEMPLATE, "answer_prefix"))
-    cot_qs = fitted(cot, questions, engine, lambda q: [cot.reasoning_prompt(q)], max_tokens + answer_prefix + CANDIDATE_ROOM)
-    voc_qs = fitted(voc, questions, engine, lambda q: [voc.verify_prompt(q, lab) for lab in q.labels], max_tokens + CANDIDATE_ROOM)
+    direct_qs, cot_qs, voc_qs = (s.prepare(questions, engine) for s in (direct, cot, voc))
     cot_params = params.model_copy(update={"stop": (cot.templates.block(cot_module.TEMPLATE, "stop"),)})
     workloads = {
         "direct-score": Workload(
-            "direct-score", [direct.prompt(q) for q in direct_qs], [direct.candidates(direct_module.TEMPLATE, q) for q in direct_qs]
+            "direct-score", [p.prompts[0] for p in direct_qs], [direct.candidates(direct_module.TEMPLATE, p.question) for p in direct_qs]
         ),
-        "cot-generate": Workload("cot-generate", [cot.reasoning_prompt(q) for q in cot_qs], params=cot_params),
-        "verify-generate": Workload(
-            "verify-generate", [voc.verify_prompt(q, lab) for q in voc_qs for lab in q.labels], params=voc.verify_params
-        ),
+        "cot-generate": Workload("cot-generate", [p.prompts[0] for p in cot_qs], params=cot_params),
+        "verify-generate": Workload("verify-generate", [prompt for p in voc_qs for prompt in p.prompts], params=voc.verify_params),
     }
     return workloads, voc, voc_qs
 
 
-def verdict_workload(
-    voc: VerificationOfChoice, questions: Sequence[Question], verify: Workload, generations: Sequence[Generation]
-) -> Workload:
+def verdict_workload(voc: VerificationOfChoice, prepared: Sequence[Prepared], generations: Sequence[Generation]) -> Workload:
     """VoC's verdict round after the given verifications (one per verify prompt, in order)."""
-    pairs = [(q, lab) for q in questions for lab in q.labels]
-    requests = [voc.verdict_prompt(q, lab, p, g) for (q, lab), p, g in zip(pairs, verify.prompts, generations, strict=True)]
+    options = [(p, k) for p in prepared for k in range(len(p.prompts))]
+    requests = [voc.verdict_request(p, k, g) for (p, k), g in zip(options, generations, strict=True)]
     return Workload("verdict-score", [r[0] for r in requests], [r[1] for r in requests])
 
 
@@ -506,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if verifications is None:
                 print("  (verifications for the verdicts: an untimed engine run of verify-generate)", flush=True)
                 verifications = execute(engine, SYSTEMS["engine"], workloads["verify-generate"])
-            workloads[name] = verdict_workload(voc, voc_questions, workloads["verify-generate"], verifications)
+            workloads[name] = verdict_workload(voc, voc_questions, verifications)
         workload = workloads[name]
         print(f"{name}: {len(workload.prompts)} prompts", flush=True)
         measured, outputs = measure_workload(engine, workload, systems, args.repeats, args.warmup, skipped)

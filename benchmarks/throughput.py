@@ -207,8 +207,8 @@ class NaiveTransformers(Engine):
     def render(self, prompt: ChatPrompt) -> str:
         return self.hf.render(prompt)
 
-    def count_tokens(self, text: str) -> int:
-        return self.hf.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[ChatPrompt], params: SamplingParams) -> list[Generation]:

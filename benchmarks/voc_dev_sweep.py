@@ -26,7 +26,7 @@ from voc.datasets import load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import Generation, SamplingParams, softmax  # noqa: E402
 from voc.hardware import describe_hardware  # noqa: E402
 from voc.strategies import ChainOfThought, VerificationOfChoice  # noqa: E402
-from voc.strategies.voc import FINAL_RULES, combine, split  # noqa: E402
+from voc.strategies.voc import FINAL_RULES, combine  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,26 +74,21 @@ def sweep(engine: Any, questions: list[Any], budgets: list[int], max_tokens: int
         "voc": [],
     }  # fmt: skip
     full, compact = VerificationOfChoice(params=params), VerificationOfChoice(params=params, choose_prompt="compact")
-    pairs = [(q, lab) for q in questions for lab in q.labels]
-    prompts = [full.verify_prompt(q, lab) for q, lab in pairs]
+    prepared = full.prepare(questions, engine)
     t0 = time.perf_counter()
-    generations = engine.generate(prompts, full.verify_params)
+    generations = full.generate_round("verify", engine, [p.prompts for p in prepared], full.verify_params, use_tqdm=False)
     verify_seconds = time.perf_counter() - t0
-    sizes = [len(q.labels) for q in questions]
     for budget in budgets:
-        gens = [truncated(engine, g, budget) for g in generations]
-        requests = [full.verdict_prompt(q, lab, p, g) for (q, lab), p, g in zip(pairs, prompts, gens, strict=True)]
-        verdicts = [softmax(s.logprobs)[0] for s in engine.score([r[0] for r in requests], [r[1] for r in requests])]
-        per_question = list(zip(questions, split(gens, sizes), split(verdicts, sizes), strict=True))
+        gens = [[truncated(engine, g, budget) for g in question_gens] for question_gens in generations]
+        requests = [[full.verdict_request(p, k, g) for k, g in enumerate(gs)] for p, gs in zip(prepared, gens, strict=True)]
+        verdicts = [[softmax(s.logprobs)[0] for s in scores] for scores in full.score_round("verdict", engine, requests, use_tqdm=False)]
+        per_question = list(zip([p.question for p in prepared], gens, verdicts, strict=True))
         choices = {}
         for name, strategy in (("full", full), ("compact", compact)):
-            choose = [
-                strategy.choose_prompt(q, [strategy.shown(q, lab, g, p) for lab, g, p in zip(q.labels, gs, ps, strict=True)])
-                for q, gs, ps in per_question
-            ]
+            choose = [strategy.choose_prompt(q, strategy.shown(q, gs, ps)) for q, gs, ps in per_question]
             scores = engine.score(choose, [strategy.candidates(strategy.choose_template, q) for q in questions])
             choices[name] = [softmax(s.logprobs) for s in scores]
-        decode = sum(len(g.token_ids) for g in gens)
+        decode = sum(len(g.token_ids) for question_gens in gens for g in question_gens)
         for rule in FINAL_RULES:
             for prompt in ("full", "compact"):
                 if rule == "verdicts" and prompt == "compact":

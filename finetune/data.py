@@ -55,7 +55,8 @@ from voc.engines.base import (
     without_trailing_space,
 )
 from voc.prompts import Templates
-from voc.strategies import ChainOfThought, Direct, Strategy, VerificationOfChoice
+from voc.strategies import ChainOfThought, Direct, VerificationOfChoice
+from voc.strategies.base import fit_context
 from voc.strategies.cot import TEMPLATE as COT
 from voc.strategies.voc import VERIFY
 from voc.types import Question, explanation_of
@@ -364,29 +365,23 @@ def encode_example(tokenizer: Any, example: Example) -> dict[str, list[int]]:
     return {"input_ids": prompt + response, "labels": [IGNORE] * len(prompt) + response}
 
 
-@dataclass
-class _Window:
-    """Stands in for an engine in Strategy.fit_context: only the length limit matters."""
-
-    max_model_len: int
-
-
 def encode_question(
-    tokenizer: Any, question: Question, build: Callable[[Question], list[Example]], max_length: int, fitter: Strategy | None = None
+    tokenizer: Any, question: Question, build: Callable[[Question], list[Example]], max_length: int
 ) -> tuple[list[dict[str, list[int]]], list[str], bool]:
-    """Encode a question's examples; a context too long for `max_length` is shortened the way the strategies shorten it.
+    """Encode a question's examples; a context too long for `max_length` is shortened the way the strategies shorten it
+    (`voc.strategies.base.fit_context`).
 
     Returns (records, their example kinds, context_truncated); raises PromptTooLongError when even the question
     without its context is too long.
     """
 
-    def longest(q: Question) -> int:
-        return max(len(encode_example(tokenizer, e)["input_ids"]) for e in build(q))
+    def measure(q: Question) -> tuple[int, tuple[list[dict[str, list[int]]], list[str]]]:
+        examples = build(q)
+        records = [encode_example(tokenizer, e) for e in examples]
+        return max(len(r["input_ids"]) for r in records), (records, [e.kind for e in examples])
 
-    fitter = fitter or Strategy()
-    fitted, truncated = fitter.fit_context(question, _Window(max_length), longest, 0)  # type: ignore[arg-type]
-    examples = build(fitted)
-    return [encode_example(tokenizer, e) for e in examples], [e.kind for e in examples], truncated
+    _, (records, kinds), truncated = fit_context(question, measure, max_length)
+    return records, kinds, truncated
 
 
 # --- one stage -----------------------------------------------------------------------------------------------------
@@ -440,7 +435,6 @@ def example_data(
     config: FinetuneConfig, stage: Stage, tokenizer: Any, templates: Templates, root: Path | None, index: LeakageIndex, progress: bool
 ) -> StageData:
     """An instruction or task stage: every source's examples encoded; examples longer than `max_length` are dropped."""
-    fitter = Strategy(templates)
     records: list[dict[str, list[int]]] = []
     sources = []
     guards: list[Guard] = []
@@ -454,7 +448,7 @@ def example_data(
         guards.append(guard)
         builders = source_builders(source, path, config.seed, templates, root, index, guard)
         bar = tqdm(builders, desc=f"{stage.label}: {source.type}", disable=not progress, unit="item")
-        encoded, source_kinds, source_dropped, source_truncated = encode_builders(bar, tokenizer, stage.max_length, fitter)
+        encoded, source_kinds, source_dropped, source_truncated = encode_builders(bar, tokenizer, stage.max_length)
         records.extend(encoded)
         for kind, n in source_kinds.items():
             kinds[kind] = kinds.get(kind, 0) + n
@@ -505,7 +499,7 @@ def source_builders(
 
 
 def encode_builders(
-    builders: Iterable[Builder], tokenizer: Any, max_length: int, fitter: Strategy
+    builders: Iterable[Builder], tokenizer: Any, max_length: int
 ) -> tuple[list[dict[str, list[int]]], dict[str, int], int, int]:
     """Encode a source's items: (records, examples per kind, items dropped as too long, questions whose context was cut)."""
     records: list[dict[str, list[int]]] = []
@@ -522,7 +516,7 @@ def encode_builders(
         else:
             assert callable(build)
             try:
-                encoded, example_kinds, cut = encode_question(tokenizer, question, build, max_length, fitter)
+                encoded, example_kinds, cut = encode_question(tokenizer, question, build, max_length)
             except PromptTooLongError:
                 dropped += 1
                 continue

@@ -183,8 +183,8 @@ class FaultyEngine(Engine):
     def render(self, prompt: ChatPrompt) -> str:
         return self.inner.render(prompt)
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
 
 
 def config(model_dir: Path, out: Path, **changes: object) -> BenchConfig:

@@ -153,8 +153,8 @@ class CountingEngine(Engine):
     def render(self, prompt: ChatPrompt) -> str:
         return self.inner.render(prompt) + self.suffix
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
 
 
 def rows(out: Path) -> list[dict]:

@@ -201,8 +201,8 @@ class ScriptedEngine(Engine):
     def render(self, prompt: ChatPrompt) -> str:
         return self.hf.render(prompt)
 
-    def count_tokens(self, text: str) -> int:
-        return self.hf.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text)
 
 
 def test_stage3_examples_are_what_the_strategies_send(tiny_engine, train_questions) -> None:

@@ -45,8 +45,8 @@ class RecordingEngine(Engine):
     def render(self, prompt: ChatPrompt) -> str:
         return self.inner.render(prompt)
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
 
     @property
     def prompts(self) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.tokenizer_families import FAMILIES, TOLERANCE, ForwardPass, build_family_model, build_tokenizer, check_strategy_scores, questions
-from voc.engines.base import ChatPrompt, Continuation, SamplingParams, render_chat
+from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, render_chat
 from voc.strategies import make_strategy
 
 MESSAGES = ({"role": "system", "content": "You are a doctor."}, {"role": "user", "content": "Question: Is it?\nA. yes\nB. no"})
@@ -112,11 +112,12 @@ def test_a_template_that_opens_the_assistant_turn_with_a_reasoning_block_keeps_i
 # --- fine-tuning targets -------------------------------------------------------------------------------------------
 
 
-class TrainedEngine:
+class TrainedEngine(Engine):
     """A perfectly trained model: it generates exactly the tokens of the training record that follow the prompt (cut at
     the stop string by the real engine, as generation is) and scores with the real engine."""
 
     def __init__(self, inner, records: dict[str, list[int]]) -> None:
+        super().__init__()
         self.inner, self.records = inner, records
         self.max_model_len = inner.max_model_len
         self.scored: list = []
@@ -138,8 +139,8 @@ class TrainedEngine:
     def render(self, prompt) -> str:
         return self.inner.render(prompt)
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
 
 
 def test_stage3_training_tokens_are_the_tokens_inference_scores(hf_engine) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from voc.engines.base import Engine
+
 FAMILIES = ("bpe-chatml", "llama2-sp", "gemma-sp", "multi-token")
 
 LLAMA2 = (
@@ -181,10 +183,11 @@ def questions() -> list[Any]:
     return [Question(question=q, options=o, context=c) for q, o, c in QUESTIONS_TEXT]
 
 
-class ScoreRecorder:
+class ScoreRecorder(Engine):
     """Stands in for an engine and keeps every scoring call's prompts, candidates and `Scores`."""
 
     def __init__(self, inner: Any) -> None:
+        super().__init__()
         self.inner = inner
         self.max_model_len = inner.max_model_len
         self.calls: list[tuple[list[Any], list[list[str]], list[Any]]] = []
@@ -200,8 +203,8 @@ class ScoreRecorder:
     def render(self, prompt: Any) -> str:
         return self.inner.render(prompt)
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
 
 
 class ForwardPass:

@@ -236,6 +236,9 @@ class Answer(BaseModel):
     samples: list[SampleAnswer] = Field(default_factory=list, description="one per self-consistency path; empty with one path")
     majority: str | None = Field(default=None, description="the majority vote of the paths' choices; None with one path")
     fewshot: list[str] = Field(default_factory=list, description="ids of the pool questions shown as worked examples (few-shot)")
+    prompt_hash: str = Field(
+        default="", description="sha256 of the first round's rendered prompts before any context shortening (a bench resume checks it)"
+    )
     gold: str | None = None
 
     @property

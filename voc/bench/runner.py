@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -48,7 +47,8 @@ from voc.fewshot import FewShotPool, load_pool
 from voc.hardware import describe_hardware
 from voc.models import model_fingerprint, resolve_model
 from voc.prompts import Templates
-from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, ChainOfThought, Direct, Strategy, VerificationOfChoice
+from voc.strategies import CHOOSE_PROMPTS, FINAL_RULES, STRATEGIES, Strategy
+from voc.strategies.base import prompts_hash
 from voc.types import Answer, Question, questions_digest
 
 log = logging.getLogger(__name__)
@@ -214,23 +214,10 @@ def make_fingerprint(
 # --- records --------------------------------------------------------------------------------------------------
 
 
-def first_round_prompts(strategy: Strategy, question: Question) -> list[Any]:
-    """The prompts a strategy sends for `question` in its first round (what `prompt_hash` identifies)."""
-    if isinstance(strategy, VerificationOfChoice):
-        return [strategy.verify_prompt(question, label) for label in question.labels]
-    if isinstance(strategy, ChainOfThought):
-        return [strategy.reasoning_prompt(question)]
-    if isinstance(strategy, Direct):
-        return [strategy.prompt(question)]
-    return []
-
-
 def prompt_hash(strategy: Strategy, question: Question, engine: Engine) -> str:
-    """sha256 of the rendered first-round prompt(s) (chat template applied), before any context shortening."""
-    prompts = first_round_prompts(strategy, question)
-    if not prompts:  # an unknown strategy: identify the question content instead
-        return hashlib.sha256(question.fingerprint().encode()).hexdigest()
-    return hashlib.sha256("\0".join(engine.render(p) for p in prompts).encode()).hexdigest()
+    """sha256 of the question's rendered first-round prompts (chat template applied), before any context shortening:
+    the `Answer.prompt_hash` the strategy would give it."""
+    return prompts_hash([engine.render(p) for p in strategy.first_round_prompts(question)])
 
 
 def safe_prompt_hash(strategy: Strategy, question: Question, engine: Engine) -> str:
@@ -267,6 +254,7 @@ def answer_record(dataset: str, question: Question, answer: Answer, **fields: An
         completion_tokens=answer.completion_tokens,
         context_truncated=answer.context_truncated,
         duplicate_options=question.duplicate_options,
+        prompt_hash=answer.prompt_hash,
         **fields,
     )
 
@@ -548,11 +536,11 @@ def _run_chunk(
     records = []
     for question, answer, attempts in zip(chunk, outcome.answers, outcome.attempts, strict=True):
         common = {"seconds": share, "round_seconds": rounds, "attempts": attempts, "chunk": chunk_number, "session": session}
-        phash = safe_prompt_hash(runner, question, voc.engine)
         if isinstance(answer, str):
+            phash = safe_prompt_hash(runner, question, voc.engine)
             records.append(error_record(dataset, strategy, question, answer, prompt_hash=phash, **common))
         else:
-            records.append(answer_record(dataset, question, answer, prompt_hash=phash, **common))
+            records.append(answer_record(dataset, question, answer, **common))
     return records
 
 

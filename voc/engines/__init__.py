@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores
+from voc.engines.base import ChatPrompt, Engine, Generation, PromptTooLongError, SamplingParams, Scores, TokenizedPrompt
 
 ENGINES = ("hf", "vllm", "openai")
 
@@ -29,4 +29,6 @@ def make_engine(name: str = "hf", model: str | None = None, **options: Any) -> E
     raise ValueError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "ChatPrompt", "Engine", "Generation", "PromptTooLongError", "SamplingParams", "Scores", "make_engine"]
+__all__ = [
+    "ENGINES", "ChatPrompt", "Engine", "Generation", "PromptTooLongError", "SamplingParams", "Scores", "TokenizedPrompt", "make_engine"
+]  # fmt: skip

@@ -2,8 +2,10 @@
 
 Every backend (transformers, vLLM, an OpenAI-compatible server) implements these, so every
 strategy runs unchanged on all of them. Prompts are chat messages plus an optional start of
-the assistant's reply; engines turn them into text with the model's own chat template. A prompt
-can also continue a generation (`Continuation`): the tokens the model generated, then more text.
+the assistant's reply; engines turn them into text with the model's own chat template and into
+token ids, once (`tokenize`: a `TokenizedPrompt` is used as it is). A prompt can also continue a
+generation (`Continuation`): the tokens the model generated, then more text. Length checks against
+the model's window happen here, in the engine.
 
 How candidates are tokenized (the same in every engine, see `TokenizerEngine.encode_for_scoring`):
 a candidate's tokens are the tokens that `encode(prompt_text + candidate)` has beyond
@@ -63,6 +65,16 @@ class ChatPrompt:
 
     messages: tuple[dict[str, str], ...]
     response_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt(ChatPrompt):
+    """A chat prompt already rendered with the model's chat template (`text`) and tokenized (`ids`) by
+    `Engine.tokenize`. Engines take it wherever they take a `ChatPrompt` and use its ids as they are, so a prompt
+    that a strategy has measured (to fit its context) is not rendered or tokenized again."""
+
+    text: str = ""
+    ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -127,7 +139,7 @@ class PromptTooLongError(ValueError):
 
 
 class Engine(ABC):
-    """A batched text engine. Subclasses implement `generate`, `score` and `render`."""
+    """A batched text engine. Subclasses implement `generate`, `score`, `render` and `encode`."""
 
     name: str = "engine"
     model_name: str = ""
@@ -151,8 +163,23 @@ class Engine(ABC):
         prompt, the generated text and the added text (the model gets the generated token ids themselves)."""
 
     @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt text (a chat template already holds the special tokens)."""
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens of a rendered prompt text."""
+        return len(self.encode(text))
+
+    def tokenize(self, prompts: Sequence[ChatPrompt]) -> list[TokenizedPrompt]:
+        """Render and tokenize each prompt once (a `TokenizedPrompt` is kept as it is); its `ids` are what the model is
+        fed, so their number is what the prompt takes of the model's window."""
+        tokenized = []
+        for prompt in prompts:
+            if not isinstance(prompt, TokenizedPrompt):
+                text = self.render(prompt)
+                prompt = TokenizedPrompt(prompt.messages, prompt.response_prefix, text, tuple(self.encode(text)))
+            tokenized.append(prompt)
+        return tokenized
 
     def close(self) -> None:
         """Release the model (GPU memory, worker processes)."""
@@ -175,16 +202,14 @@ class TokenizerEngine(Engine):
     eos_ids: frozenset[int] = frozenset()
 
     def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, TokenizedPrompt):
+            return prompt.text
         if isinstance(prompt, Continuation):
             return self.render(prompt.prompt) + prompt.generation.text.rstrip() + prompt.text
         return render_chat(self.tokenizer, prompt)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a rendered prompt (a chat template already holds the special tokens)."""
         return encode_rendered(self.tokenizer, text)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
 
     def check_length(self, n_tokens: int, room: int) -> None:
         if n_tokens + room > self.max_model_len:
@@ -194,8 +219,9 @@ class TokenizerEngine(Engine):
             )
 
     def encode_prompts(self, prompts: Sequence[ChatPrompt], room: int) -> list[list[int]]:
-        """Token ids of each prompt, checked to leave `room` new tokens in the model's window."""
-        encoded = [self.encode(self.render(p)) for p in prompts]
+        """Token ids of each prompt (rendered and tokenized here unless it is a `TokenizedPrompt`), checked to leave
+        `room` new tokens in the model's window."""
+        encoded = [list(p.ids) for p in self.tokenize(prompts)]
         for ids in encoded:
             self.check_length(len(ids), room)
         return encoded
@@ -230,7 +256,7 @@ class TokenizerEngine(Engine):
     def continuation_head(self, prompt: Continuation) -> list[int]:
         """The prompt's ids and the generated ids of a continuation, without trailing whitespace-only tokens."""
         generation = prompt.generation
-        head = list(generation.prompt_ids) if generation.prompt_ids else self.encode(self.render(prompt.prompt))
+        head = list(generation.prompt_ids) if generation.prompt_ids else list(self.tokenize([prompt.prompt])[0].ids)
         return head + without_trailing_space(self.tokenizer, generation.token_ids)
 
     def score_next_tokens(

@@ -1,27 +1,44 @@
-"""What every strategy shares: turning label scores into an `Answer`, and fitting long contexts.
+"""What every strategy shares: preparing questions, running rounds, and turning label scores into an `Answer`.
 
-A strategy is a few rounds; each round sends the prompts of ALL questions to the engine in one
-batched call, timed in `round_seconds` (for throughput reports) and, with `use_tqdm`, shown as a progress bar.
+A strategy answers a batch of questions in a few rounds. It first prepares each question (`prepare`): its first
+round's prompts are rendered and tokenized once, and a context too long for the model's window is cut (`fit_context`).
+Then each round is one batched engine call over the prompts of ALL questions: `generate_round` or `score_round`,
+which flatten the questions' prompts into that call and hand the results back per question. Rounds are timed in
+`round_seconds` (for throughput reports) and, with `use_tqdm`, shown as a progress bar.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from tqdm.auto import tqdm
 
-from voc.engines.base import Engine, PromptTooLongError, SamplingParams, softmax
+from voc.engines.base import ChatPrompt, Engine, Generation, Prompt, PromptTooLongError, SamplingParams, Scores, TokenizedPrompt, softmax
 from voc.fewshot import FewShot
 from voc.prompts import TemplateBlockError, Templates
-from voc.selfconsistency import majority_vote, mean_probabilities
+from voc.selfconsistency import chosen, majority_vote, mean_probabilities
 from voc.types import Answer, Question, SampleAnswer, explanation_of
 
 CANDIDATE_ROOM = 8  # tokens kept free for a scored candidate such as " A"
 TRUNCATION_MARK = " ..."  # ends a shortened context, so the model sees that text is missing
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared:
+    """A question ready for a strategy's rounds: its context fitted to the model's window, its first round's prompts
+    rendered and tokenized (once), and the hash of those prompts as first built, before any shortening."""
+
+    question: Question
+    prompts: list[TokenizedPrompt]
+    truncated: bool
+    prompt_hash: str
 
 
 class Strategy:
@@ -102,10 +119,50 @@ class Strategy:
         """Answer `questions`, each round one batched engine call; `use_tqdm`: show a progress bar per round."""
         raise NotImplementedError
 
-    def answer_from_paths(
-        self, question: Question, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any
-    ) -> Answer:
-        return answer_from_paths(question, self.name, paths, choice_logprobs, fewshot=self.example_ids(question), **fields)
+    # -- preparing questions -------------------------------------------------------------------------------------
+    def first_round_prompts(self, question: Question) -> list[ChatPrompt]:
+        """The prompts the strategy's first round sends for `question` (what `Answer.prompt_hash` identifies)."""
+        raise NotImplementedError
+
+    def tokens_needed(self, question: Question, prompts: Sequence[TokenizedPrompt], engine: Engine) -> int:
+        """The most tokens any of the question's rounds needs in the model's window, given its tokenized first-round
+        prompts: by default the longest of them and room for a scored label."""
+        return max(len(p.ids) for p in prompts) + CANDIDATE_ROOM
+
+    def prepare(self, questions: Sequence[Question], engine: Engine) -> list[Prepared]:
+        """Each question with its first round's prompts tokenized once and its context cut to fit (`fit_context`);
+        every measurement is one `engine.tokenize` call, and the last one's prompts are those the round sends."""
+
+        def measure(question: Question) -> tuple[int, list[TokenizedPrompt]]:
+            prompts = engine.tokenize(self.first_round_prompts(question))
+            return self.tokens_needed(question, prompts, engine), prompts
+
+        prepared = []
+        for question in questions:
+            first = measure(question)
+            fitted, prompts, truncated = fit_context(question, measure, engine.max_model_len, first)
+            prepared.append(Prepared(fitted, prompts, truncated, prompts_hash([p.text for p in first[1]])))
+        return prepared
+
+    # -- rounds ----------------------------------------------------------------------------------------------------
+    def generate_round(
+        self, name: str, engine: Engine, prompts: Sequence[Sequence[ChatPrompt]], params: SamplingParams, use_tqdm: bool
+    ) -> list[list[Generation]]:
+        """One generate round: the prompts of every question (`prompts[i]`: question i's) in one engine call. Returns
+        per question its generations in prompt order, `params.n` samples per prompt one after another."""
+        flat = [p for question_prompts in prompts for p in question_prompts]
+        with self.round(name, len(flat), use_tqdm):
+            generations = engine.generate(flat, params)
+        return split(generations, [len(question_prompts) * params.n for question_prompts in prompts])
+
+    def score_round(
+        self, name: str, engine: Engine, requests: Sequence[Sequence[tuple[Prompt, Sequence[str]]]], use_tqdm: bool
+    ) -> list[list[Scores]]:
+        """One score round: every question's (prompt, candidates) requests in one engine call; per question, its scores."""
+        flat = [r for question_requests in requests for r in question_requests]
+        with self.round(name, len(flat), use_tqdm):
+            scores = engine.score([p for p, _ in flat], [c for _, c in flat])
+        return split(scores, [len(question_requests) for question_requests in requests])
 
     @contextmanager
     def round(self, name: str, prompts: int, use_tqdm: bool) -> Iterator[None]:
@@ -119,39 +176,70 @@ class Strategy:
     def candidates(self, template: str, question: Question) -> list[str]:
         return [self.templates.block(template, "candidate", label=label) for label in question.labels]
 
-    # -- long contexts -------------------------------------------------------------------------
-    def fit_context(self, question: Question, engine: Engine, prompt_tokens: Callable[[Question], int], room: int) -> tuple[Question, bool]:
-        """Make the question's prompts fit the model: `prompt_tokens(question) + room <= engine.max_model_len`.
+    # -- answers ---------------------------------------------------------------------------------------------------
+    def answer(self, prepared: Prepared, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any) -> Answer:
+        """The `Answer` to a prepared question from its self-consistency paths (one path: the answer itself)."""
+        return answer_from_paths(
+            prepared.question,
+            self.name,
+            paths,
+            choice_logprobs,
+            fewshot=self.example_ids(prepared.question),
+            context_truncated=prepared.truncated,
+            prompt_hash=prepared.prompt_hash,
+            **fields,
+        )
 
-        The policy: the question and options are never changed; when the prompt is too long the context
-        is cut from its end (at a word boundary when there is one nearby, marked with " ...") to the
-        longest start that fits, or dropped when nothing of it fits. Returns the question to use and
-        whether the context was shortened (recorded as `Answer.context_truncated`). Raises
-        PromptTooLongError when even the question and options alone do not fit.
-        """
-        limit = engine.max_model_len
-        if prompt_tokens(question) + room <= limit:
-            return question, False
-        bare = question.model_copy(update={"context": None})
-        need = prompt_tokens(bare) + room
-        if need > limit or not question.context:
-            raise PromptTooLongError(
-                f"question {question.id}: the question and options alone need {need} tokens (with {room} for the reply), "
-                f"more than the model's {limit}; shorten them, lower max_tokens or use a model with a longer window"
-            )
-        context = question.context
 
-        def fits(n: int) -> bool:
-            return prompt_tokens(question.model_copy(update={"context": cut_text(context, n)})) + room <= limit
+def fit_context(
+    question: Question, measure: Callable[[Question], tuple[int, T]], limit: int, first: tuple[int, T] | None = None
+) -> tuple[Question, T, bool]:
+    """Make a question fit the model's window: `measure(q)` gives the tokens q needs (its longest prompt and the room
+    it must leave) and what it built for them (the tokenized prompts, kept for use); `first`: `measure(question)` when
+    the caller has it already.
 
-        low, high = 0, len(context) - 1  # the longest start (in characters) that fits, by bisection
-        while low < high:
-            mid = (low + high + 1) // 2
-            if fits(mid):
-                low = mid
-            else:
-                high = mid - 1
-        return question.model_copy(update={"context": cut_text(context, low) if low else None}), True
+    The policy: the question and options are never changed; when the prompt is too long the context is cut from its
+    end (at a word boundary when there is one nearby, marked with " ...") or dropped when nothing of it fits. The cut is
+    proportional, not a search: the context takes (need - need without it) tokens for its characters, so the share of
+    them that fits is kept, and a measurement or two more settle it. Returns the question to use, what `measure` built
+    for it, and whether the context was shortened (`Answer.context_truncated`). Raises PromptTooLongError when even the
+    question and options alone do not fit.
+    """
+    need, built = first or measure(question)
+    if need <= limit:
+        return question, built, False
+    bare = question.model_copy(update={"context": None})
+    bare_need, bare_built = measure(bare) if question.context else (need, built)
+    if bare_need > limit:
+        raise PromptTooLongError(
+            f"question {question.id}: the question and options alone need {bare_need} tokens (with the room for the reply), "
+            f"more than the model's {limit}; shorten them, lower max_tokens or use a model with a longer window"
+        )
+    context = question.context or ""
+    chars = len(context)
+    while True:
+        chars = min(chars - 1, chars * (limit - bare_need) // (need - bare_need))
+        text = cut_text(context, chars) if chars > 0 else None
+        if text is None:
+            return bare, bare_built, True
+        shortened = question.model_copy(update={"context": text})
+        need, built = measure(shortened)
+        if need <= limit:
+            return shortened, built, True
+
+
+def prompts_hash(texts: Sequence[str]) -> str:
+    """sha256 of rendered prompt texts: which prompts an answer came from (`Answer.prompt_hash`)."""
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+
+def split(items: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
+    """A flat list cut into consecutive pieces of the given sizes (one piece per question)."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(list(items[start : start + size]))
+        start += size
+    return pieces
 
 
 def cut_text(text: str, n: int) -> str | None:
@@ -190,6 +278,12 @@ def sample_example(question: Question) -> dict[str, Any]:
 
 def label_probabilities(labels: Sequence[str], logprobs: Sequence[float]) -> dict[str, float]:
     return dict(zip(labels, softmax(logprobs), strict=True))
+
+
+def scored_path(question: Question, logprobs: Sequence[float], completions: Sequence[str] = ()) -> SampleAnswer:
+    """One path whose answer is the label scores `logprobs` (after its completions, if any)."""
+    probabilities = label_probabilities(question.labels, logprobs)
+    return SampleAnswer(label=chosen(question.labels, probabilities), probabilities=probabilities, completions=list(completions))
 
 
 def answer_from_paths(

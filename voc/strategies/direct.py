@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from voc.engines.base import ChatPrompt, Engine
-from voc.strategies.base import CANDIDATE_ROOM, Strategy, label_probabilities, make_answer
+from voc.strategies.base import Strategy, scored_path
 from voc.types import Answer, Question
 
 TEMPLATE = "direct.jinja"
@@ -28,22 +28,15 @@ class Direct(Strategy):
         """A worked example's answer: the answer prefix and the gold label, as the label is scored."""
         return {"answer": self.templates.block(TEMPLATE, "answer_prefix", question=example) + self.gold_candidate(TEMPLATE, example)}
 
-    def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
-        def tokens(q: Question) -> int:
-            return engine.count_tokens(engine.render(self.prompt(q)))
+    def first_round_prompts(self, question: Question) -> list[ChatPrompt]:
+        return [self.prompt(question)]
 
-        fitted = [self.fit_context(q, engine, tokens, CANDIDATE_ROOM) for q in questions]
-        with self.round("choose", len(fitted), use_tqdm):
-            scores = engine.score([self.prompt(q) for q, _ in fitted], [self.candidates(TEMPLATE, q) for q, _ in fitted])
+    def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
+        """One round: score the labels after each question's prompt."""
+        prepared = self.prepare(questions, engine)
+        requests = [[(p.prompts[0], self.candidates(TEMPLATE, p.question))] for p in prepared]
+        scores = self.score_round("choose", engine, requests, use_tqdm)
         return [
-            make_answer(
-                q,
-                self.name,
-                label_probabilities(q.labels, s.logprobs),
-                s.logprobs,
-                prompt_tokens=s.prompt_tokens,
-                context_truncated=truncated,
-                fewshot=self.example_ids(q),
-            )
-            for (q, truncated), s in zip(fitted, scores, strict=True)
+            self.answer(p, [scored_path(p.question, s.logprobs)], s.logprobs, prompt_tokens=s.prompt_tokens)
+            for p, (s,) in zip(prepared, scores, strict=True)
         ]

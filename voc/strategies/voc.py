@@ -24,11 +24,11 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from voc.engines.base import ChatPrompt, Continuation, Engine, SamplingParams, softmax
+from voc.engines.base import ChatPrompt, Continuation, Engine, Generation, SamplingParams, Scores, TokenizedPrompt, softmax
 from voc.fewshot import FewShot
 from voc.prompts import Templates
 from voc.selfconsistency import chosen
-from voc.strategies.base import CANDIDATE_ROOM, Strategy, gold_of
+from voc.strategies.base import CANDIDATE_ROOM, Prepared, Strategy, gold_of
 from voc.types import Answer, Question, SampleAnswer, Verification, explanation_of
 
 VERIFY = "voc_verify.jinja"
@@ -104,12 +104,14 @@ class VerificationOfChoice(Strategy):
         answer = self.templates.block(self.choose_template, "answer_prefix", question=example)
         return {"verifications": verifications, "answer": answer + self.gold_candidate(self.choose_template, example)}
 
-    def verdict_prompt(self, question: Question, label: str, prompt: ChatPrompt, generation: Any) -> tuple[Continuation, list[str]]:
-        """The verdict prefix after the verification's own tokens, and the two verdict candidates (true first)."""
-        option = {"label": label, "text": question.options[label]}
-        prefix = self.templates.block(VERIFY, "verdict_prefix", question=question, option=option)
-        candidates = [self.templates.block(VERIFY, f"verdict_{v}", option=option) for v in ("true", "false")]
-        return Continuation(prompt, generation, prefix), candidates
+    def verdict_request(self, prepared: Prepared, option: int, generation: Generation) -> tuple[Continuation, list[str]]:
+        """The verdict prefix after the verification's own tokens (of the question's `option`-th option), and the two
+        verdict candidates (true first)."""
+        label = prepared.question.labels[option]
+        variables = {"question": prepared.question, "option": {"label": label, "text": prepared.question.options[label]}}
+        prefix = self.templates.block(VERIFY, "verdict_prefix", **variables)
+        candidates = [self.templates.block(VERIFY, f"verdict_{v}", **variables) for v in ("true", "false")]
+        return Continuation(prepared.prompts[option], generation, prefix), candidates
 
     @property
     def verify_params(self) -> SamplingParams:
@@ -119,95 +121,93 @@ class VerificationOfChoice(Strategy):
             update["max_tokens"] = self.verification_tokens
         return self.params.model_copy(update=update)
 
+    def first_round_prompts(self, question: Question) -> list[ChatPrompt]:
+        return [self.verify_prompt(question, label) for label in question.labels]
+
+    def tokens_needed(self, question: Question, prompts: Sequence[TokenizedPrompt], engine: Engine) -> int:
+        """The longest verification prompt with its verification and verdict, or, when the choose round runs, the choose
+        prompt holding every verification (its size estimated from the prompt with empty verifications)."""
+        budget = self.verify_params.max_tokens
+        need = max(len(p.ids) for p in prompts) + budget
+        if "choose" in self.rounds:
+            empty = [{"label": lab, "option_text": text, "text": "", "verdict_probability": 0.5} for lab, text in question.options.items()]
+            (choose,) = engine.tokenize([self.choose_prompt(question, empty)])
+            need = max(need, len(choose.ids) + len(question.labels) * (budget + VERIFICATION_OVERHEAD))
+        return need + CANDIDATE_ROOM
+
     def run(self, questions: Sequence[Question], engine: Engine, use_tqdm: bool = False) -> list[Answer]:
-        params, rounds = self.verify_params, self.rounds
-        max_tokens = params.max_tokens
-
-        def tokens(q: Question) -> int:  # the longest prompt: a verification, or the choose prompt holding all of them
-            longest = max(engine.count_tokens(engine.render(self.verify_prompt(q, lab))) for lab in q.labels) + max_tokens
-            if "choose" not in rounds:
-                return longest
-            empty = [{"label": lab, "option_text": q.options[lab], "text": "", "verdict_probability": 0.5} for lab in q.labels]
-            choose = engine.count_tokens(engine.render(self.choose_prompt(q, empty))) + len(q.labels) * (max_tokens + VERIFICATION_OVERHEAD)
-            return max(longest, choose)
-
-        fitted = [self.fit_context(q, engine, tokens, CANDIDATE_ROOM) for q in questions]
-        pairs = [(q, lab) for q, _ in fitted for lab in q.labels]
-        n = params.n  # self-consistency paths: path j of a question is the j-th sampled verification of each of its options
-
-        verify_prompts = [self.verify_prompt(q, lab) for q, lab in pairs]
-        with self.round("verify", len(verify_prompts), use_tqdm):
-            generations = engine.generate(verify_prompts, params)  # sample j of pair p at p * n + j
-
-        verdict_p: list[float | None] = [None] * len(generations)
-        verdict_tokens = [0] * len(generations)
+        """Verify every option (a generate round), then the score rounds the final rule needs: each verdict after its
+        verification, and the labels after a prompt that shows all verifications."""
+        prepared = self.prepare(questions, engine)  # the first round's prompts: one verification prompt per option
+        n, rounds = self.params.n, self.rounds
+        # per question: its options' verifications, n samples of each option one after another
+        generations = self.generate_round("verify", engine, [p.prompts for p in prepared], self.verify_params, use_tqdm)
+        verdicts: list[list[float | None]] = [[None] * len(gens) for gens in generations]
+        verdict_tokens = [0] * len(prepared)
         if "verdict" in rounds:
-            requests = [self.verdict_prompt(*pairs[k // n], verify_prompts[k // n], g) for k, g in enumerate(generations)]
-            with self.round("verdict", len(requests), use_tqdm):
-                scores = engine.score([r[0] for r in requests], [r[1] for r in requests])
-            verdict_p = [softmax(s.logprobs)[0] for s in scores]
-            verdict_tokens = [s.prompt_tokens for s in scores]
-
-        # per question, per path: its options' generations, verdicts and verdict-round tokens (in option order)
-        sizes = [len(q.labels) * n for q, _ in fitted]
-        per_question = [
-            (q, truncated, by_path(gens, n), by_path(ps, n), by_path(toks, n))
-            for (q, truncated), gens, ps, toks in zip(
-                fitted, split(generations, sizes), split(verdict_p, sizes), split(verdict_tokens, sizes), strict=True
-            )
-        ]
-        prior = position_prior([ps for _, _, _, path_ps, _ in per_question for ps in path_ps]) if self.final_rule == CALIBRATED else None
-        choices: list[Any] = [None] * (len(fitted) * n)
-        if "choose" in rounds:
-            prompts = [
-                self.choose_prompt(q, [self.shown(q, lab, g, p) for lab, g, p in zip(q.labels, gens, ps, strict=True)])
-                for q, _, path_gens, path_ps, _ in per_question
-                for gens, ps in zip(path_gens, path_ps, strict=True)
+            verdict_requests = [
+                [self.verdict_request(p, k // n, g) for k, g in enumerate(gens)] for p, gens in zip(prepared, generations, strict=True)
             ]
-            candidates = [self.candidates(self.choose_template, q) for q, _ in fitted for _ in range(n)]
-            with self.round("choose", len(prompts), use_tqdm):
-                choices = engine.score(prompts, candidates)  # path j of question i at i * n + j
+            scores = self.score_round("verdict", engine, verdict_requests, use_tqdm)
+            verdicts = [[softmax(s.logprobs)[0] for s in question_scores] for question_scores in scores]
+            verdict_tokens = [sum(s.prompt_tokens for s in question_scores) for question_scores in scores]
+        # path j of a question: the j-th sampled verification of each of its options, with their verdicts
+        paths = [(by_path(gens, n), by_path(ps, n)) for gens, ps in zip(generations, verdicts, strict=True)]
+        prior = position_prior([ps for _, path_ps in paths for ps in path_ps]) if self.final_rule == CALIBRATED else None
+        choices: list[list[Scores | None]] = [[None] * n for _ in prepared]
+        if "choose" in rounds:
+            requests = [
+                [(self.choose_prompt(p.question, self.shown(p.question, gens, ps)), self.candidates(self.choose_template, p.question))
+                 for gens, ps in zip(path_gens, path_ps, strict=True)]
+                for p, (path_gens, path_ps) in zip(prepared, paths, strict=True)
+            ]  # fmt: skip
+            choices = self.score_round("choose", engine, requests, use_tqdm)
+        return [
+            self.final_answer(p, path_gens, path_ps, question_choices, tokens, prior)
+            for p, (path_gens, path_ps), question_choices, tokens in zip(prepared, paths, choices, verdict_tokens, strict=True)
+        ]
 
-        answers = []
-        for i, (q, truncated, path_gens, path_ps, path_tokens) in enumerate(per_question):
-            paths, prompt_tokens = [], 0
-            for j, (gens, ps, n_verdict) in enumerate(zip(path_gens, path_ps, path_tokens, strict=True)):
-                choice = choices[i * n + j]
-                choice_p = softmax(choice.logprobs) if choice is not None else None
-                probabilities = dict(zip(q.labels, combine(self.final_rule, choice_p, ps, prior), strict=True))
-                paths.append(
-                    SampleAnswer(
-                        label=chosen(q.labels, probabilities),
-                        probabilities=probabilities,
-                        completions=[g.text for g in gens],
-                        verdicts={lab: p for lab, p in zip(q.labels, ps, strict=True) if p is not None},
-                    )
-                )
-                prompt_tokens += sum(g.prompt_tokens for g in gens) + sum(n_verdict) + (choice.prompt_tokens if choice is not None else 0)
-            first = choices[i * n]
-            answers.append(
-                self.answer_from_paths(
-                    q,
-                    paths,
-                    first.logprobs if first is not None else (),
-                    verifications={
-                        lab: Verification(label=lab, text=g.text.strip(), verdict_probability=p)
-                        for lab, g, p in zip(q.labels, path_gens[0], path_ps[0], strict=True)
-                    },
-                    completions=[g.text for gens in path_gens for g in gens],
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=sum(g.completion_tokens for gens in path_gens for g in gens),
-                    context_truncated=truncated,
-                    rounds=list(rounds),
-                )
-            )
-        return answers
+    def final_answer(
+        self,
+        prepared: Prepared,
+        path_gens: list[list[Generation]],
+        path_ps: list[list[float | None]],
+        choices: Sequence[Scores | None],
+        verdict_tokens: int,
+        prior: Sequence[float] | None,
+    ) -> Answer:
+        """A question's answer from its paths' verifications, verdicts and choice scores, by the final rule."""
+        q = prepared.question
+        paths = []
+        for gens, ps, choice in zip(path_gens, path_ps, choices, strict=True):
+            choice_p = softmax(choice.logprobs) if choice is not None else None
+            probabilities = dict(zip(q.labels, combine(self.final_rule, choice_p, ps, prior), strict=True))
+            verdict_of = {lab: p for lab, p in zip(q.labels, ps, strict=True) if p is not None}
+            label, completions = chosen(q.labels, probabilities), [g.text for g in gens]
+            paths.append(SampleAnswer(label=label, probabilities=probabilities, completions=completions, verdicts=verdict_of))
+        all_gens = [g for gens in path_gens for g in gens]
+        choice_tokens = sum(c.prompt_tokens for c in choices if c is not None)
+        return self.answer(
+            prepared,
+            paths,
+            choices[0].logprobs if choices[0] is not None else (),
+            verifications={
+                lab: Verification(label=lab, text=g.text.strip(), verdict_probability=p)
+                for lab, g, p in zip(q.labels, path_gens[0], path_ps[0], strict=True)
+            },
+            completions=[g.text for g in all_gens],
+            prompt_tokens=sum(g.prompt_tokens for g in all_gens) + verdict_tokens + choice_tokens,
+            completion_tokens=sum(g.completion_tokens for g in all_gens),
+            rounds=list(self.rounds),
+        )
 
     @staticmethod
-    def shown(question: Question, label: str, generation: Any, verdict_probability: float | None) -> dict[str, Any]:
-        """What the choose template gets about one option's verification."""
-        text = generation.text.strip()
-        return {"label": label, "option_text": question.options[label], "text": text, "verdict_probability": verdict_probability}
+    def shown(question: Question, generations: Sequence[Generation], verdicts: Sequence[float | None]) -> list[dict[str, Any]]:
+        """What the choose template gets about each option's verification (in option order)."""
+        return [
+            {"label": label, "option_text": question.options[label], "text": g.text.strip(), "verdict_probability": p}
+            for label, g, p in zip(question.labels, generations, verdicts, strict=True)
+        ]
 
 
 CALIBRATED = "calibrated_verdicts"
@@ -271,12 +271,3 @@ def by_path(items: Sequence[Any], n: int) -> list[list[Any]]:
     """One question's items, option-major with n samples per option (option l, sample j at l * n + j), as n paths of one
     item per option: path j holds the j-th sample of every option."""
     return [list(items[j::n]) for j in range(n)]
-
-
-def split(items: Sequence[Any], sizes: Sequence[int]) -> list[list[Any]]:
-    """A flat list cut into consecutive pieces of the given sizes (per question: one item per option)."""
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(list(items[start : start + size]))
-        start += size
-    return pieces
