@@ -103,10 +103,6 @@ class Strategy:
             texts.append(self._example_texts[key])
         return texts
 
-    def example_ids(self, question: Question) -> list[str]:
-        """Ids of the pool questions shown as examples with `question` (`Answer.fewshot`)."""
-        return [e.id for e in self.fewshot.examples(question)] if self.fewshot is not None else []
-
     def example_fields(self, example: Question, template: str) -> dict[str, Any]:
         """What a strategy's `example` block gets about one pool question besides question, gold and explanation."""
         return {}
@@ -178,13 +174,26 @@ class Strategy:
 
     # -- answers ---------------------------------------------------------------------------------------------------
     def answer(self, prepared: Prepared, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any) -> Answer:
-        """The `Answer` to a prepared question from its self-consistency paths (one path: the answer itself)."""
-        return answer_from_paths(
-            prepared.question,
-            self.name,
-            paths,
-            choice_logprobs,
-            fewshot=self.example_ids(prepared.question),
+        """The `Answer` to a prepared question from its self-consistency paths: one path is the answer itself (`samples`
+        stays empty); several are averaged, with their majority vote beside (voc.selfconsistency). The most probable
+        label wins (ties go to the earlier option). `choice_logprobs`: the first path's label scores in the choice
+        round, empty when there was none."""
+        question = prepared.question
+        if len(paths) == 1:
+            probabilities = paths[0].probabilities
+        else:
+            probabilities = mean_probabilities(question.labels, [p.probabilities for p in paths])
+            fields.update(samples=list(paths), majority=majority_vote(question.labels, [p.label for p in paths], probabilities))
+        label = chosen(question.labels, probabilities)
+        return Answer(
+            question_id=question.id,
+            strategy=self.name,
+            label=label,
+            choice=question.options[label],
+            probabilities=probabilities,
+            choice_logprobs=dict(zip(question.labels, choice_logprobs, strict=True)) if choice_logprobs else {},
+            gold=question.gold,
+            fewshot=[e.id for e in self.fewshot.examples(question)] if self.fewshot is not None else [],
             context_truncated=prepared.truncated,
             prompt_hash=prepared.prompt_hash,
             **fields,
@@ -276,45 +285,7 @@ def sample_example(question: Question) -> dict[str, Any]:
     }
 
 
-def label_probabilities(labels: Sequence[str], logprobs: Sequence[float]) -> dict[str, float]:
-    return dict(zip(labels, softmax(logprobs), strict=True))
-
-
 def scored_path(question: Question, logprobs: Sequence[float], completions: Sequence[str] = ()) -> SampleAnswer:
     """One path whose answer is the label scores `logprobs` (after its completions, if any)."""
-    probabilities = label_probabilities(question.labels, logprobs)
+    probabilities = dict(zip(question.labels, softmax(logprobs), strict=True))
     return SampleAnswer(label=chosen(question.labels, probabilities), probabilities=probabilities, completions=list(completions))
-
-
-def answer_from_paths(
-    question: Question, strategy: str, paths: Sequence[SampleAnswer], choice_logprobs: Sequence[float] = (), **fields: Any
-) -> Answer:
-    """The `Answer` from one or more self-consistency paths: one path is the answer itself (`samples` stays empty);
-    several are averaged, with their majority vote beside (voc.selfconsistency). `choice_logprobs`: the first path's."""
-    if len(paths) == 1:
-        return make_answer(question, strategy, paths[0].probabilities, choice_logprobs, **fields)
-    probabilities = mean_probabilities(question.labels, [p.probabilities for p in paths])
-    majority = majority_vote(question.labels, [p.label for p in paths], probabilities)
-    return make_answer(question, strategy, probabilities, choice_logprobs, samples=list(paths), majority=majority, **fields)
-
-
-def make_answer(
-    question: Question,
-    strategy: str,
-    probabilities: dict[str, float],
-    choice_logprobs: Sequence[float] = (),
-    **fields: Any,
-) -> Answer:
-    """Build the `Answer`: the most probable label wins (ties go to the earlier option). `choice_logprobs`: the label
-    scores of the choice round, empty when there was none."""
-    label = max(question.labels, key=lambda lab: probabilities[lab])
-    return Answer(
-        question_id=question.id,
-        strategy=strategy,
-        label=label,
-        choice=question.options[label],
-        probabilities=probabilities,
-        choice_logprobs=dict(zip(question.labels, choice_logprobs, strict=True)) if choice_logprobs else {},
-        gold=question.gold,
-        **fields,
-    )
