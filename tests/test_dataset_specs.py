@@ -204,7 +204,7 @@ def test_a_spec_file(tmp_path: Path, data_root: Path) -> None:
         ("sourc: {path: x.jsonl}\n", r"bad.yaml: unknown key 'sourc'"),
         ("description: no source\n", r"bad.yaml: source: Field required"),
         ("source: {path: x.jsonl, hub: a/b}\n", r"bad.yaml: source: give the source as path .* or hub"),
-        ("source: {path: x.jsonl}\nsplits: {a: {ids: [1]}, b: {not_in: [c]}}\ndefault_split: a\n", r"split 'b': not_in must name"),
+        ("source: {path: x.jsonl}\nsplits: {a: [1], b: rest}\ndefault_split: c\n", r"bad.yaml: default_split must be one of \[.a., .b.\]"),
         ("source: {path: x.jsonl}\nfields: {gold_as: letter}\n", r"bad.yaml: fields.gold_as: Input should be 'label', 'index'"),
         ("source: [unclosed\n", r"bad.yaml line 2: not valid YAML"),
         ("- a list\n", r"bad.yaml: a spec is a YAML mapping with at least `source`"),
