@@ -1,6 +1,5 @@
-"""A dataset declared as a spec (YAML or pydantic: its source, the fields holding a question's parts, checks, splits)
-and the one loader that makes `Question`s of its records. `load_dataset` takes what a user gives: a built-in
-`name[:split]`, a spec file, a data file or `hf:org/name[:config][@split]`."""
+"""The one loader: the records of a spec's source become `Question`s by its field mapping, placeholder rule, checks and
+splits. `load_dataset` takes what a user gives: a built-in `name[:split]`, a spec file, a data file or a hub id."""
 
 from __future__ import annotations
 
@@ -12,122 +11,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from voc.datasets.common import FORMATS, DataError, LoadReport, Loc, QuestionList, data_root, display_name, hub_records, one_line, records
+from voc.datasets.spec import DATASETS, HUB, SLOT, DatasetSpec, Fields, read_spec, reason
 from voc.types import Question, default_labels
 
 logger = logging.getLogger("voc.datasets")
-HUB = re.compile(r"^hf:(?P<id>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.-]+))?$")
-SLOT = re.compile(r"\{([^{}]+)\}")
-
-
-class Fields(BaseModel, extra="forbid"):
-    """Which fields of a record hold the question's parts (`_index`: its position, `_key`: its key in a JSON object). `id`
-    is a field or a template like "medqa-{realidx|_index}" ("|": the first that is set); `metadata`: the fields kept (a
-    list, or names -> fields), None for every field not mapped."""
-
-    question: str = "question"
-    options: str | list[str] = "options"  # one field (dict label -> text, list of texts, or their JSON text), or one per option
-    gold: str | None = None
-    gold_as: Literal["label", "index", "index1", "text", "auto"] = "label"  # index: 0-based; auto: index if int, label if one, else text
-    answer_text: str | None = None  # a field holding the gold option's text: checked against it (catches shifted labels)
-    context: str | None = None  # a text, or a list of texts joined by context_join
-    context_labels: str | None = None  # a list beside the context list: each part becomes "LABEL: text"
-    context_join: str = "\n"
-    id: Annotated[str, AfterValidator(lambda v: v if "{" in v else "{" + v + "}")] = "{_index}"
-    subject: str | None = None  # kept as metadata["subject"]: reports then give per-subject tables
-    metadata: Annotated[dict[str, str] | None, BeforeValidator(lambda v: {n: n for n in v} if isinstance(v, list) else v)] = None
-
-    def used(self) -> list[str]:
-        """The record fields this mapping reads, but for metadata."""
-        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject]
-        names += [*(self.options if isinstance(self.options, list) else [self.options]), *"|".join(SLOT.findall(self.id)).split("|")]
-        return [n.strip() for n in names if n]
-
-
-class Source(BaseModel, extra="forbid"):
-    """A file or glob (relative to the data root; './' or '../' to the spec file), or a Hugging Face dataset."""
-
-    path: str | None = None
-    hub: str | None = None
-    config: str | None = None
-    split: str = "test"  # the hub dataset's split
-
-    @model_validator(mode="after")
-    def _one(self) -> Source:
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("give the source as path (a file or glob under the data root) or hub (a Hugging Face dataset id)")
-        return self
-
-
-class DatasetSpec(BaseModel, extra="forbid"):
-    """A dataset, declared. A split is the records whose key (in a JSON-object file) is listed in a file beside the data
-    (a JSON list of keys, or an object key -> gold, which must agree with the record's) or in a list; "rest": in no other."""
-
-    name: str | None = None
-    description: str = ""
-    source: Source
-    format: Literal["jsonl", "json", "csv", "tsv", "parquet"] | None = None  # default: from the file's suffix
-    fields: Fields = Field(default_factory=Fields)
-    infer: bool = False  # recognise fields not given from the first records (data files given by path)
-    options: dict[str, str] | None = None  # the same options for every row (PubMedQA's yes/no/maybe)
-    n_options: int | None = Field(default=None, ge=2)  # every question has this many options (after placeholders are dropped)
-    placeholders: list[str] = ["n/a", "none given"]  # option texts dropped, ignoring case and spacing ("" always is)
-    key_name: str = "key"  # how messages name a record's key, e.g. PMID
-    splits: dict[str, str | list[str | int]] = {}  # name -> a file, a list of keys, or "rest"
-    default_split: str | None = None  # with splits: the one loaded by default; without: which split the whole source is
-
-    @model_validator(mode="after")
-    def _default_split(self) -> DatasetSpec:
-        if self.splits and self.default_split not in self.splits:
-            raise ValueError(f"default_split must be one of {list(self.splits)}")
-        return self
-
-    def pick_split(self, split: str | None) -> str | None:
-        """The split to load (default: default_split); one the spec lacks is a one-line error. A hub source takes any."""
-        if self.splits and (split or self.default_split) not in (*self.splits, "all"):
-            raise ValueError(f"unknown split {split!r} of {self.name}; use one of {', '.join([*self.splits, 'all'])}")
-        if not self.splits and split not in (None, "all", self.default_split) and not self.source.hub:
-            what = f"is a {self.default_split} split" if self.default_split else "has no splits"
-            raise ValueError(f"{self.name} {what}; drop split={split!r}")
-        return (split or self.default_split) if self.splits else split
-
-
-def reason(error: Exception) -> str:
-    """A one-line reason for an error; of a pydantic ValidationError, a misspelt key (of a spec or --field) first."""
-    if not isinstance(error, ValidationError):
-        return one_line(error)
-    if unknown := [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]:
-        return f"unknown key {unknown[0]!r}; the keys are those of voc.datasets.DatasetSpec and Fields"
-    parts = [(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
-    return one_line("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in parts))
-
-
-def read_spec(path: str | Path) -> DatasetSpec:
-    """A spec from a YAML file; a bad file is a one-line DataError naming it."""
-    path, name = Path(path), display_name(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no spec file {path}; check the path")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise DataError(name, "a spec is a YAML mapping with at least `source`", skippable=False)
-        spec = DatasetSpec.model_validate({"name": path.stem, **raw})
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DataError(name, f"not valid YAML ({getattr(exc, 'problem', exc)})", mark and mark.line + 1, skippable=False) from None
-    except ValidationError as exc:
-        raise DataError(name, reason(exc), skippable=False) from None
-    if spec.source.path and spec.source.path.startswith(("./", "../")):
-        spec.source.path = str(path.parent.absolute() / spec.source.path)
-    return spec
-
-
-DATASETS = {path.stem: read_spec(path) for path in sorted((Path(__file__).parent / "specs").glob("*.yaml"))}  # the built-in ones
 
 
 def infer_fields(names: list[str]) -> dict[str, Any]:
@@ -160,13 +52,13 @@ def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSp
     name, _, split = given.partition(":")
     if name in DATASETS:
         return DATASETS[name], DATASETS[name].pick_split(split or None)
-    path, hub = Path(given).expanduser(), HUB.match(given)
-    if hub:
-        source = Source(hub=hub["id"], config=hub["config"], split=hub["split"] or "test")
+    path = Path(given).expanduser()
+    if HUB.match(given):
+        source = given
     elif path.suffix in (".yaml", ".yml"):
         return read_spec(path), None
     elif path.suffix in FORMATS and (path.is_file() or any(ch in given for ch in "*?[")):
-        source = Source(path=str(path.absolute()))
+        source = str(path.absolute())
     elif path.suffix in FORMATS:
         raise FileNotFoundError(f"no data file {given}; check the path")
     else:
@@ -288,25 +180,25 @@ def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, s
     """(the spec, its fields recognised and checked; the source's name in messages; its folder; its records): the hub
     dataset's `split`, the file `path` (or the source's file in the folder `path`), else the source's path or glob under
     the data root. The first records are read here: a missing or broken file raises."""
-    source, folder, header = spec.source, Path("."), False
-    if source.hub:
-        hub_split = source.split if split in (None, "all") else split
-        label, rows = f"hf:{source.hub}[{hub_split}]", hub_records(source.hub, source.config, hub_split)
+    folder, header = Path("."), False
+    if hub := HUB.match(spec.source):
+        hub_split = (hub["split"] or "test") if split in (None, "all") else split
+        label, rows = f"hf:{hub['id']}[{hub_split}]", hub_records(hub["id"], hub["config"], hub_split)
     else:
-        full = Path(path or str(source.path)).expanduser()
+        full = Path(path or spec.source).expanduser()
         if path is not None and full.is_dir():
-            full = full / Path(str(source.path)).name
+            full = full / Path(spec.source).name
         elif path is None and not full.is_absolute():
             full = Path(root or data_root()).expanduser() / full
-        pattern = path is None and any(c in str(source.path) for c in "*?[")
+        pattern = path is None and any(c in spec.source for c in "*?[")
         if not (files := sorted(map(Path, glob.glob(str(full), recursive=True))) if pattern else [full]):
             raise FileNotFoundError(f"no files match {full}; check the spec's source path (or set VOC_DATA_ROOT / --data-root)")
-        label, folder = display_name(files[0]) if len(files) == 1 else str(source.path), files[0].parent
+        label, folder = display_name(files[0]) if len(files) == 1 else spec.source, files[0].parent
         header = (spec.format or FORMATS.get(files[0].suffix.lower())) in ("csv", "tsv")
         rows = itertools.chain.from_iterable(records(file, spec.format, spec.key_name) for file in files)
     head = list(itertools.islice(rows, 20))
     rows, dicts = itertools.chain(head, rows), [(loc, row) for loc, _, row in head if isinstance(row, Mapping)]
-    if not dicts or not (spec.infer or source.hub or header):
+    if not dicts or not (spec.infer or hub or header):
         return spec, label, folder, rows
     names = list(dict.fromkeys(k for _, row in dicts for k in row))  # a CSV file's header, else the first records' fields
     fields = Fields(**{**infer_fields(names), **spec.fields.model_dump(exclude_unset=True)}) if spec.infer else spec.fields
