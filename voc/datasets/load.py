@@ -122,17 +122,14 @@ def _context(f: Fields, get: Callable[[str], Any]) -> str | None:
     if (value := get(f.context) if f.context else None) is None or isinstance(value, str):
         return value
     labels = get(f.context_labels) if f.context_labels else [""] * len(value) if isinstance(value, list) else None
-    if not isinstance(value, list) or not isinstance(labels, list) or len(labels) != len(value):
-        raise ValueError(f"field {f.context!r} must be a text or a list of texts (and {f.context_labels or 'labels'} a list as long)")
-    if not all(isinstance(x, str) for x in (*value, *labels)):
-        raise ValueError(f"{f.context} and {f.context_labels} must hold strings")
+    lists_match = isinstance(value, list) and isinstance(labels, list) and len(labels) == len(value)
+    if not lists_match or not all(isinstance(part, str) for part in value + labels):
+        raise ValueError(f"field {f.context!r} must be a text or a list of texts, with {f.context_labels or 'no labels'} a list of as many")
     return f.context_join.join(f"{label.strip()}: {text}" if label.strip() else text for label, text in zip(labels, value, strict=True))
 
 
-def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata: dict[str, Any], given: tuple[Any, Loc] | None
-              ) -> tuple[Question, int]:  # fmt: skip
-    """The question of a record and how many of its options were dropped as placeholders; `given`: the gold its split's
-    file gives (or None) and where."""
+def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata: dict[str, Any]) -> tuple[Question, int]:
+    """The question of a record and how many of its options were dropped as placeholders."""
     f = spec.fields
     if not isinstance(row, Mapping):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
@@ -149,14 +146,6 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata
     options, placeholders = _options(spec, get), {"", *map(_norm, spec.placeholders)}
     dropped = {label: t for label, t in options.items() if t is None or (isinstance(t, str) and _norm(t) in placeholders)}
     gold = _gold(f.gold_as, get(f.gold), f.gold, options) if f.gold else None
-    if given and given[0] is not None:  # the split's file gives the gold; the record's, if any, must agree
-        try:
-            listed = _gold(f.gold_as, given[0], "its gold", options)
-        except ValueError as exc:
-            raise given[1].error(str(exc)) from None
-        if gold not in (None, listed):
-            raise given[1].error(f"gold {given[0]!r} differs from the row's {f.gold} {get(f.gold or '')!r}; fix one of them")
-        gold = listed
     if gold in dropped:
         raise ValueError(f"the gold option {gold!r} is a placeholder ({dropped[gold]!r}); fix the row's gold or its options")
     kept = {label: t for label, t in options.items() if label not in dropped}
@@ -217,19 +206,18 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
     file or its folder); `split`: one of the spec's splits or 'all' (for a hub source: the hub split). A bad record
     raises DataError naming file and line, or with `skip_invalid` is skipped and counted in `.report`."""
     spec, label, folder, rows = _open(spec, root, path, split := spec.pick_split(split))
-    lists: dict[str, dict[str, tuple[Any, Loc]]] = {}  # a listed split's keys -> (the gold its file gives, or None; where)
+    lists: dict[str, dict[str, Loc]] = {}  # the keys a split lists, each with where it is listed
     for name, rule in spec.splits.items():
         if isinstance(rule, list):
-            lists[name] = {str(k): (None, Loc(f"split {name!r} of {spec.name}", None, f"{spec.key_name} {k}")) for k in rule}
-        elif rule != "rest":  # a JSON list of keys, or an object key -> gold
-            entries = records(folder / rule, "json", spec.key_name)
-            lists[name] = {(str(v) if k is None else k): (None if k is None else v, at) for at, k, v in entries}
+            lists[name] = {str(k): Loc(f"split {name!r} of {spec.name}", None, f"{spec.key_name} {k}") for k in rule}
+        elif rule != "rest":  # a JSON list of keys, or an object keyed by them
+            lists[name] = {(str(v) if k is None else k): at for at, k, v in records(folder / rule, "json", spec.key_name)}
             if not lists[name]:
                 raise DataError(display_name(folder / rule), f"lists no {spec.key_name} for split {name!r}", skippable=False)
     rest = next((name for name, rule in spec.splits.items() if rule == "rest"), None)
     report, questions, seen, keys = LoadReport(source=label), [], {}, set()
     listed = lists.get(split or "", {}).items()  # those missing from the records are read last, when `keys` holds theirs
-    missing = ((at, None, at.error(f"listed in split {split!r} but missing from {label}")) for k, (_, at) in listed if k not in keys)
+    missing = ((at, None, at.error(f"listed in split {split!r} but missing from {label}")) for k, at in listed if k not in keys)
     for index, (loc, key, row) in enumerate(itertools.chain(rows, missing)):
         keys.add(key)
         try:
@@ -240,8 +228,7 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
             member = next((name for name, keyed in lists.items() if key in keyed), rest)
             if spec.splits and split != "all" and member != split:
                 continue
-            given = lists.get(member or "", {}).get(key)
-            question, dropped = _question(spec, row, key, index, {"split": member} if spec.splits else {}, given)
+            question, dropped = _question(spec, row, key, index, {"split": member} if spec.splits else {})
             if question.id in seen:
                 raise ValueError(f"duplicate question id {question.id!r} (also at {seen[question.id]}); ids must be unique")
         except (ValueError, TypeError) as exc:  # DataError and pydantic's ValidationError are ValueErrors

@@ -43,8 +43,7 @@ class Fields(BaseModel, extra="forbid"):
 class DatasetSpec(BaseModel, extra="forbid"):
     """A dataset, declared. `source`: a file or glob under the data root (under the spec's folder if it starts with './'
     or '../'), or a hub dataset `hf:org/name[:config][@split]`. A split is the records whose key (in a JSON-object file)
-    is listed in a file beside the data (a JSON list of keys, or an object key -> gold, which must agree with the
-    record's) or in a list; "rest": the records in no other split."""
+    a file beside the data (a JSON list of keys, or an object keyed by them) or a list gives; "rest": those in no other."""
 
     name: str | None = None
     description: str = ""
