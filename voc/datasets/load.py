@@ -166,9 +166,8 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata
 
 def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, split: str | None
           ) -> tuple[DatasetSpec, str, Path, Iterator[Any]]:  # fmt: skip
-    """(the spec, its fields recognised and checked; the source's name in messages; its folder; its records): the hub
-    dataset's `split`, the file `path` (or the source's file in the folder `path`), else the source's path or glob under
-    the data root. The first records are read here: a missing or broken file raises."""
+    """(the spec with its fields recognised and checked on the first records, read here; the source's name in messages;
+    its folder; its records) of the hub dataset's `split`, the file `path` (or folder), else the source under the root."""
     folder, header = Path("."), False
     if hub := HUB.match(spec.source):
         hub_split = (hub["split"] or "test") if split in (None, "all") else split
@@ -202,9 +201,8 @@ def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, s
 
 def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Path | None = None, split: str | None = None,
               skip_invalid: bool = False) -> QuestionList:  # fmt: skip
-    """The questions of a spec. `root`: the data root (default data_root()); `path` replaces the source's file (the
-    file or its folder); `split`: one of the spec's splits or 'all' (for a hub source: the hub split). A bad record
-    raises DataError naming file and line, or with `skip_invalid` is skipped and counted in `.report`."""
+    """The questions of a spec; `path` replaces the source's file (the file or its folder), `split` is one of its splits,
+    'all' or a hub split. A bad record raises DataError naming file and line, or with `skip_invalid` is counted in `.report`."""
     spec, label, folder, rows = _open(spec, root, path, split := spec.pick_split(split))
     lists: dict[str, dict[str, Loc]] = {}  # the keys a split lists, each with where it is listed
     for name, rule in spec.splits.items():
@@ -253,9 +251,8 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
 
 def load_dataset(name: str, path: str | Path | None = None, split: str | None = None, skip_invalid: bool = False,
                  root: str | Path | None = None, fields: dict[str, Any] | None = None) -> QuestionList:  # fmt: skip
-    """Load what a user gives: a built-in name (`pubmedqa`, `pubmedqa:dev`, `medqa`, ... see DATASETS), a spec file, a
-    data file (its layout recognised; `fields` override it) or `hf:org/name`. `path` replaces a built-in's file (the
-    file or its folder); `root` is the data root (default data_root())."""
+    """Load what a user gives: a built-in name (`pubmedqa:dev`, `medqa`, ... see DATASETS), a spec file, a data file (its
+    layout recognised; `fields` override it) or `hf:org/name`; `path` replaces a built-in's file (or folder)."""
     spec, named_split = resolve(str(name), fields)
     return load_spec(spec, root=root, path=path, split=split or named_split, skip_invalid=skip_invalid)
 
