@@ -60,7 +60,7 @@ def test_a_csv_with_one_column_per_option_runs_with_field_flags(tiny_model_dir: 
 
 def test_a_spec_file_and_dev_splits_run(tiny_model_dir: Path, medqa_file: Path, data_root: Path, tmp_path: Path) -> None:
     spec = medqa_file.parent / "mine.yaml"
-    spec.write_text("name: mine\nsource: {path: ./my_questions.jsonl}\nn_options: 4\nfields: {gold: answer_idx, id: 'mine-{realidx}'}\n")
+    spec.write_text("name: mine\nsource: ./my_questions.jsonl\nn_options: 4\nfields: {gold: answer_idx, id: 'mine-{realidx}'}\n")
     out = tmp_path / "run"
     args = ["--dataset", str(spec), "pubmedqa:dev", "medqa_dev", "--strategy", "direct", "--limit", "3", "--data-root", str(data_root)]
     assert bench(tiny_model_dir, out, *args) == 0

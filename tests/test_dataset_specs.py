@@ -143,7 +143,7 @@ def test_placeholder_options_are_dropped_and_counted(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"padded.jsonl line 9: the gold option 'E' is a placeholder \('n/a'\); fix the row's gold"):
         load_file(_jsonl(tmp_path / "padded.jsonl", rows))
     _jsonl(tmp_path / "own.jsonl", [{"question": "Q?", "options": {"A": "x", "B": "-", "C": "n/a"}, "answer_idx": "C"}])
-    spec = DatasetSpec(source={"path": str(tmp_path / "own.jsonl")}, infer=True, placeholders=["-"])  # the list is configurable
+    spec = DatasetSpec(source=str(tmp_path / "own.jsonl"), infer=True, placeholders=["-"])  # the list is configurable
     (question,) = load_spec(spec)
     assert question.options == {"A": "x", "C": "n/a"} and question.gold == "C"
 
@@ -187,25 +187,25 @@ def test_a_spec_file(tmp_path: Path, data_root: Path) -> None:
     (tmp_path / "exam.csv").write_text("stem,A,B,C,right,why\nWhich?,w,x,y,x,because\n", encoding="utf-8")
     spec_file = tmp_path / "exam.yaml"
     spec_file.write_text(
-        "name: my_exam\ndescription: my exam\nsource: {path: ./exam.csv}\nn_options: 3\n"
+        "name: my_exam\ndescription: my exam\nsource: ./exam.csv\nn_options: 3\n"
         "fields: {question: stem, options: [A, B, C], gold: right, gold_as: text, id: 'exam-{_index}', metadata: [why]}\n"
     )
     (question,) = load_dataset(str(spec_file))
     assert (question.id, question.gold, question.metadata) == ("exam-0", "B", {"why": "because"})
     assert dataset_name(str(spec_file)) == "my_exam"
-    (tmp_path / "medqa5.yaml").write_text("source: {path: medqa_5options/test.jsonl}\nfields: {gold: answer_idx, id: 'x-{_index}'}\n")
+    (tmp_path / "medqa5.yaml").write_text("source: medqa_5options/test.jsonl\nfields: {gold: answer_idx, id: 'x-{_index}'}\n")
     assert len(load_dataset(str(tmp_path / "medqa5.yaml"), root=data_root)) == 1273  # plain paths are under the data root
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("source: {path: x.jsonl}\nfields: {qestion: q}\n", r"bad.yaml: unknown key 'fields.qestion'"),
+        ("source: x.jsonl\nfields: {qestion: q}\n", r"bad.yaml: unknown key 'fields.qestion'"),
         ("sourc: {path: x.jsonl}\n", r"bad.yaml: unknown key 'sourc'"),
         ("description: no source\n", r"bad.yaml: source: Field required"),
-        ("source: {path: x.jsonl, hub: a/b}\n", r"bad.yaml: source: give the source as path .* or hub"),
-        ("source: {path: x.jsonl}\nsplits: {a: {ids: [1]}, b: {not_in: [c]}}\ndefault_split: a\n", r"split 'b': not_in must name"),
-        ("source: {path: x.jsonl}\nfields: {gold_as: letter}\n", r"bad.yaml: fields.gold_as: Input should be 'label', 'index'"),
+        ("source: {path: x.jsonl}\n", r"bad.yaml: source: Input should be a valid string"),
+        ("source: x.jsonl\nsplits: {a: [1], b: rest}\ndefault_split: c\n", r"bad.yaml: default_split must be one of \[.a., .b.\]"),
+        ("source: x.jsonl\nfields: {gold_as: letter}\n", r"bad.yaml: fields.gold_as: Input should be 'label', 'index'"),
         ("source: [unclosed\n", r"bad.yaml line 2: not valid YAML"),
         ("- a list\n", r"bad.yaml: a spec is a YAML mapping with at least `source`"),
     ],
@@ -228,7 +228,7 @@ def test_unknown_names_and_missing_files(tmp_path: Path) -> None:
         load_dataset("medqa", tmp_path / "nope.jsonl")
     with pytest.raises(FileNotFoundError, match=r"no spec file .*none.yaml; check the path"):
         load_dataset(str(tmp_path / "none.yaml"))
-    (tmp_path / "glob.yaml").write_text("source: {path: ./nothing/*.jsonl}\n")
+    (tmp_path / "glob.yaml").write_text("source: ./nothing/*.jsonl\n")
     with pytest.raises(FileNotFoundError, match=r"no files match .*nothing/\*.jsonl; check the spec's source path"):
         load_dataset(str(tmp_path / "glob.yaml"))
 

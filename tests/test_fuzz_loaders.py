@@ -278,10 +278,8 @@ def test_pubmedqa_bad_entry(tmp_path: Path, kind: str, split: str) -> None:
 @pytest.mark.parametrize(
     ("pmid", "label", "message"),
     [
-        ("102", "perhaps", "PMID 102: its gold 'perhaps' matches none of the options"),  # a bad label: 102 still never in train
         ("999", "no", "PMID 999: listed in split 'test' but missing from pubmedqa/ori_pqal.json"),
         ("abc", "yes", "PMID abc: listed in split 'test' but missing from pubmedqa/ori_pqal.json"),
-        ("101", "no", "PMID 101: gold 'no' differs from the row's final_decision 'yes'; fix"),
     ],
 )
 def test_pubmedqa_bad_ground_truth_entry(tmp_path: Path, pmid: str, label: str, message: str) -> None:

@@ -16,14 +16,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_datasets(args: argparse.Namespace) -> int:
     """List the built-in datasets (each split, with question and gold-label counts) and the other data files under the data root."""
     from voc.datasets import DATASETS, DataError, data_root, dataset_name, load_dataset, load_file
-    from voc.datasets.spec import FORMATS
+    from voc.datasets.common import FORMATS
 
     root = Path(args.data_root).expanduser() if args.data_root else data_root()
     print(f"Built-in datasets under {root} (voc bench --dataset NAME):")
     known: set[Path] = set()
     for name, spec in DATASETS.items():
-        file = root / str(spec.source.path)
-        known |= {file.resolve(), *((file.parent / s.file).resolve() for s in spec.splits.values() if s.file)}
+        file = root / spec.source
+        known |= {file.resolve(), *((file.parent / s).resolve() for s in spec.splits.values() if isinstance(s, str) and s != "rest")}
         try:
             questions = load_dataset(name, root=root, split="all" if spec.splits else None)
         except (OSError, ValueError) as error:
@@ -32,7 +32,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         parts = {dataset_name(f"{name}:{s}"): [q for q in questions if q.metadata["split"] == s] for s in spec.splits}
         for label, items in (parts or {name: list(questions)}).items():
             gold = ", ".join(f"{g} {n}" for g, n in sorted(Counter(q.gold for q in items).items()))
-            print(f"  {label:<16} {len(items):>5} questions  gold {gold:<34} {spec.source.path}  {spec.description}")
+            print(f"  {label:<16} {len(items):>5} questions  gold {gold:<34} {spec.source}  {spec.description}")
     others = sorted(f for f in root.rglob("*") if f.suffix in FORMATS and f.is_file() and f.resolve() not in known)
     if others:
         print("Other data files (voc bench --dataset PATH, with --field KEY=FIELD where the layout is not recognised):")

@@ -1,5 +1,5 @@
-"""Records of data files (JSONL, JSON, CSV/TSV, parquet), each with where it is and its row, or a DataError in place of
-a bad row (so that it can be skipped); the load report, the data root, stratified sampling."""
+"""Records of data files (JSONL, JSON, CSV/TSV, parquet) and hub datasets, each with where it is and its row, or a
+DataError in place of a bad row (so that it can be skipped); the load report, the data root, stratified sampling."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import io
 import json
 import os
 import random
+import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 from voc.types import Question
 
@@ -93,9 +95,10 @@ def parse_json(data: bytes, name: str, line: int | None = None) -> Any:
     """JSON from UTF-8 bytes, no duplicate keys or NaN; else a DataError naming the line (skippable for a JSONL `line`)."""
 
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if len(found := dict(pairs)) < len(pairs):
-            raise ValueError(f"duplicate key {next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))!r} in a JSON object")
-        return found
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"duplicate key {next(k for i, k in enumerate(keys) if k in keys[:i])!r} in a JSON object")
+        return dict(pairs)
 
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
@@ -141,65 +144,86 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
-def records(path: Path, fmt: str | None = None, key_name: str = "key") -> tuple[list[str] | None, Iterator[Record]]:
-    """(the CSV header or None, the records) of a data file in format `fmt` (default: by its suffix). A JSON file holds a
-    list of records or an object of them keyed by id (named `key_name` in messages); a broken file raises DataError."""
+def records(path: Path, fmt: str | None = None, key_name: str = "key") -> Iterator[Record]:
+    """The records of a data file in format `fmt` (default: by its suffix). A JSON file holds a list of records or an
+    object of them keyed by id (named `key_name` in messages); a broken file or CSV header raises DataError."""
     name, fmt = display_name(path), fmt or FORMATS.get(path.suffix.lower())
-    if fmt == "jsonl":
-        return None, ((Loc(name, line, f"line {line}"), None, row) for line, row in iter_jsonl(path))
     if fmt in ("csv", "tsv"):
-        return csv_records(path, "\t" if fmt == "tsv" else ",")
+        yield from csv_records(path, "\t" if fmt == "tsv" else ",")
+        return
+    if fmt == "jsonl":
+        yield from ((Loc(name, line, f"line {line}"), None, row) for line, row in iter_jsonl(path))
+        return
+    if fmt not in ("json", "parquet"):
+        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
+    data = read_bytes(path)
     if fmt == "parquet":
         import pyarrow.parquet as pq  # a dependency of `datasets`
 
-        rows = pq.read_table(io.BytesIO(read_bytes(path))).to_pylist()
-        return None, ((Loc(name, None, f"row {n}"), None, row) for n, row in enumerate(rows, start=1))
-    if fmt != "json":
-        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
-    data = read_bytes(path)
-    value = parse_json(data, name) if data.strip() else None
-    if isinstance(value, list):
-        return None, ((Loc(name, None, f"record {i}"), None, item) for i, item in enumerate(value, start=1))
-    if not isinstance(value, dict):
+        value = pq.read_table(io.BytesIO(data)).to_pylist()
+    else:
+        value = parse_json(data, name) if data.strip() else None
+    if isinstance(value, dict):
+        yield from ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
+    elif isinstance(value, list):
+        what = "row" if fmt == "parquet" else "record"
+        yield from ((Loc(name, None, f"{what} {n}"), None, item) for n, item in enumerate(value, start=1))
+    else:
         what = "the file is empty" if value is None else f"got {type(value).__name__}"
         raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
-    return None, ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
 
 
-def csv_records(path: Path, delimiter: str = ",") -> tuple[list[str], Iterator[Record]]:
-    """The header and the records of a CSV file (quoted newlines handled); a bad header raises DataError."""
-    name, data = display_name(path), read_bytes(path)
+def csv_records(path: Path, delimiter: str = ",") -> Iterator[Record]:
+    """The records of a CSV file, keyed by its header row (quoted newlines handled); a bad header raises DataError."""
+    name, data, header = display_name(path), read_bytes(path), None
     try:
         reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter, strict=True)
-        header = next(([cell.strip() for cell in cells] for cells in reader if any(c.strip() for c in cells)), [])
     except UnicodeDecodeError as exc:
         raise DataError(name, f"not valid UTF-8 ({exc.reason})", line=data[: exc.start].count(b"\n") + 1, skippable=False) from None
-    except csv.Error as exc:
-        raise DataError(name, f"bad CSV header ({exc})", line=reader.line_num, skippable=False) from None
-    if not header:
+    while True:
+        loc = Loc(name, reader.line_num + 1, f"line {reader.line_num + 1}")
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if header is None:
+                raise loc.error(f"bad CSV header ({exc})", skippable=False) from None
+            reason = "unterminated quote, it runs to the end of the file" if "end of data" in str(exc) else exc
+            yield loc, None, loc.error(f"bad CSV ({reason})")
+            continue
+        if not any(cell.strip() for cell in cells):
+            continue
+        if header is None:
+            header = [cell.strip() for cell in cells]
+            if (duplicates := sorted({c for c in header if header.count(c) > 1})) or "" in header:
+                problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
+                raise loc.error(f"the header has {problem}", skippable=False)
+        elif len(cells) != len(header):
+            yield loc, None, loc.error(f"row has {len(cells)} fields, the header has {len(header)}")
+        else:
+            yield loc, None, dict(zip(header, cells, strict=True))
+    if header is None:
         raise DataError(name, "the file is empty; expected a header row", line=1, skippable=False)
-    duplicates = sorted({c for c in header if header.count(c) > 1})
-    if duplicates or "" in header:
-        problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
-        raise DataError(name, f"the header has {problem}", line=reader.line_num, skippable=False)
 
-    def rows() -> Iterator[Record]:
-        while True:
-            loc = Loc(name, reader.line_num + 1, f"line {reader.line_num + 1}")
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                reason = "unterminated quote, it runs to the end of the file" if "end of data" in str(exc) else exc
-                yield loc, None, loc.error(f"bad CSV ({reason})")
-                continue
-            if len(cells) != len(header) and any(c.strip() for c in cells):
-                yield loc, None, loc.error(f"row has {len(cells)} fields, the header has {len(header)}")
-            elif any(c.strip() for c in cells):
-                yield loc, None, dict(zip(header, cells, strict=True))
 
-    return header, rows()
+def hub_records(hub_id: str, config: str | None, split: str) -> Iterator[Record]:
+    """Rows of `datasets.load_dataset(hub_id, config, split=split)`: needs network unless HF_DATASETS_OFFLINE=1 (its cache)."""
+    source, advice = f"hf:{hub_id}[{split}]", "give a local path (a .jsonl/.json/.csv/.parquet file or a spec file) instead"
+    if not os.environ.get("HF_DATASETS_OFFLINE") and not os.environ.get("HF_HUB_OFFLINE"):
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        try:
+            socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=5).close()
+        except OSError as exc:
+            reason = f"the Hugging Face hub is not reachable ({exc}); a hub dataset needs network access, or {advice}"
+            raise DataError(source, reason, skippable=False) from None
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:
+        raise DataError(source, f"could not load it ({type(exc).__name__}: {one_line(exc, 200)}); {advice}", skippable=False) from None
+    yield from ((Loc(source, None, f"row {n}"), None, dict(row)) for n, row in enumerate(rows, start=1))
 
 
 def data_root() -> Path:
