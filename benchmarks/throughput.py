@@ -44,8 +44,7 @@ import torch  # noqa: E402
 
 from voc.datasets import load_dataset, stratified_sample  # noqa: E402
 from voc.engines.base import ChatPrompt, Engine, Generation, SamplingParams, Scores  # noqa: E402
-from voc.engines.hf import HFEngine  # noqa: E402
-from voc.engines.hf_attention import use_grouped_attention, use_stock_attention  # noqa: E402
+from voc.engines.hf import HFEngine, use_grouped_attention, use_stock_attention  # noqa: E402
 from voc.hardware import describe_hardware  # noqa: E402
 from voc.models import resolve_model  # noqa: E402
 from voc.strategies import make_strategy  # noqa: E402

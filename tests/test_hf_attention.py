@@ -1,4 +1,4 @@
-"""The transformers engine's own KV cache and grouped-query attention give transformers' results."""
+"""The transformers engine's grouped-query attention and its DynamicCache helpers give transformers' results."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from tests.test_hf_engine_cache import verify_prompts
 from tests.tiny_model import build_tiny_llama
 from voc.engines.base import SamplingParams
-from voc.engines.hf import HFEngine
-from voc.engines.hf_attention import GROUPED_ATTENTION, ReservedKVCache, use_stock_attention
+from voc.engines.hf import GROUPED_ATTENTION, HFEngine, new_cache, selected_rows, stacked_cache, use_stock_attention
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +37,41 @@ def decode_logits(model, cache, steps: int = 6) -> torch.Tensor:
     return torch.stack(logits)
 
 
-def test_reserved_cache_and_grouped_attention_match_transformers_defaults(gqa_model_dir: Path) -> None:
+def test_grouped_attention_matches_transformers_defaults(gqa_model_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gqa_model_dir, dtype=torch.float32).eval()
     stock = decode_logits(model, DynamicCache())
     model.set_attn_implementation(GROUPED_ATTENTION)
-    # room=2 makes the cache outgrow its buffer twice during the 6 steps
-    torch.testing.assert_close(decode_logits(model, ReservedKVCache(room=2)), stock, atol=1e-4, rtol=0)
+    torch.testing.assert_close(decode_logits(model, new_cache()), stock, atol=1e-4, rtol=0)
 
 
 def test_selected_rows_are_copies_and_the_original_cache_is_unchanged() -> None:
-    cache = ReservedKVCache(room=4)
+    cache = new_cache()
     keys = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).view(2, 1, 3, 2)
     cache.update(keys, -keys, layer_idx=0)
-    picked = cache.selected(torch.tensor([1, 1]))
+    picked = selected_rows(cache, torch.tensor([1, 1]))
     picked.update(torch.ones(2, 1, 1, 2), torch.ones(2, 1, 1, 2), layer_idx=0)
     assert cache.get_seq_length() == 3 and picked.get_seq_length() == 4
     torch.testing.assert_close(cache.layers[0].keys, keys)
     torch.testing.assert_close(picked.layers[0].keys[:, :, :3], keys[[1, 1]])
     cache.batch_select_indices(torch.tensor([0]))
     torch.testing.assert_close(cache.layers[0].values, -keys[:1])
+
+
+def test_stacked_caches_are_left_padded_with_zeros_row_after_row() -> None:
+    short, long = new_cache(), new_cache()
+    short_keys, long_keys = torch.ones(1, 1, 2, 2), torch.full((2, 1, 3, 2), 2.0)
+    for idx in range(2):  # two layers
+        short.update(short_keys, -short_keys, layer_idx=idx)
+        long.update(long_keys, -long_keys, layer_idx=idx)
+    stacked = stacked_cache([short, long], width=4)
+    assert len(stacked.layers) == 2 and stacked.get_seq_length() == 4
+    expected = torch.zeros(3, 1, 4, 2)
+    expected[0, :, 2:], expected[1:, :, 1:] = 1.0, 2.0
+    for layer in stacked.layers:
+        torch.testing.assert_close(layer.keys, expected)
+        torch.testing.assert_close(layer.values, -expected)
+    stacked.update(torch.ones(3, 1, 1, 2), torch.ones(3, 1, 1, 2), layer_idx=0)
+    torch.testing.assert_close(short.layers[0].keys, short_keys)  # the parts are left as they are
 
 
 def test_engine_on_a_grouped_query_model_gives_stock_transformers_results(gqa_model_dir: Path) -> None:

@@ -1,5 +1,9 @@
 """Hugging Face transformers engine: the embedded default, on CPU or GPU.
 
+This module holds the engine (`HFEngine`), its prefix grouping and batching, three small helpers over
+transformers' stock `DynamicCache` (a fresh cache, several caches stacked row-wise, a copy of some rows)
+and the grouped-query attention function it switches SDPA models to.
+
 How it stays fast without changing results:
 - Shared prefixes: prompts that start with the same long run of tokens (the k verification prompts
   of one VoC question share system + context + question + options) form a group. The shared prefix
@@ -12,8 +16,12 @@ How it stays fast without changing results:
   similar length; the caches are merged (left-padded) for decoding. On GPU a batch is prefilled at once.
 - Padding (left of the prefix, and between prefix and suffix) is masked out and every row gets
   explicit position ids, so batched results equal one-by-one results up to float rounding.
-- The KV cache is written in place into buffers with room for the new tokens, and grouped-query
-  models attend without copying keys/values per query head (`voc/engines/hf_attention.py`).
+- Grouped-query models (several query heads per key/value head, e.g. SmolLM2: 9 query heads, 3 KV
+  heads) attend through torch's SDPA with `enable_gqa=True`, which reads each key/value head once.
+  transformers' own SDPA path copies keys and values per query head (`repeat_kv`) whenever there is an
+  attention mask (transformers 5.19 and 5.20 on CPU and CUDA), which a batched decoding step always has.
+  The KV cache is transformers' `DynamicCache` (a hand-built cache that wrote tokens in place gained
+  0.99-1.10x over it in `benchmarks/hf_mechanisms.py` and was dropped).
 - Generation is a plain greedy/sampling loop over the KV cache: only the last position's logits
   are computed, stop strings are checked on the last few decoded tokens, and finished rows are
   dropped from the batch.
@@ -30,6 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from voc.engines.base import (
     ChatPrompt,
@@ -43,7 +54,6 @@ from voc.engines.base import (
     make_scores,
     sample_seed,
 )
-from voc.engines.hf_attention import ReservedKVCache, use_grouped_attention
 from voc.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,94 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
     return names[dtype]
+
+
+# -- key/value caches: transformers' DynamicCache, built layer by layer with `update` --------------------
+def new_cache() -> DynamicCache:
+    """An empty cache of plain `DynamicLayer`s, made without the model's config: those keep every position (a
+    sliding-window layer would drop old ones), which `stacked_cache` needs to align rows of different caches."""
+    return DynamicCache()
+
+
+def stacked_cache(caches: Sequence[DynamicCache], width: int) -> DynamicCache:
+    """The rows of `caches` one after another, each left-padded with zeros to `width` positions."""
+
+    def padded(states: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(states, (0, 0, width - states.shape[-2], 0))
+
+    stacked = new_cache()
+    for idx, layers in enumerate(zip(*(c.layers for c in caches), strict=True)):
+        stacked.update(torch.cat([padded(layer.keys) for layer in layers]), torch.cat([padded(layer.values) for layer in layers]), idx)
+    return stacked
+
+
+def selected_rows(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+    """A new cache holding copies of the given rows (`cache` is left as it is)."""
+    selected = new_cache()
+    for idx, layer in enumerate(cache.layers):
+        selected.update(layer.keys[rows], layer.values[rows], idx)
+    return selected
+
+
+# -- grouped-query attention ---------------------------------------------------------------------------
+GROUPED_ATTENTION = "voc_grouped_sdpa"
+
+
+def grouped_query_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA path, except that grouped-query keys/values go to torch's SDPA as they are
+    (`enable_gqa=True`) even under a padding mask, where transformers copies them per query head (`repeat_kv`).
+
+    query [batch, heads, q, dim], key/value [batch, kv_heads, kv, dim], mask [batch, 1, q, kv]. Position biases and
+    attention sinks go to transformers' own SDPA function.
+    """
+    if kwargs.get("position_bias") is not None or kwargs.get("s_aux") is not None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    q_len = query.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(q_len > 1 and attention_mask is None and causal)
+    if causal and key.shape[2] > q_len:  # an empty static cache's prefill, as transformers' own SDPA path handles it
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=causal,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
+AttentionMaskInterface.register(GROUPED_ATTENTION, sdpa_mask)
+
+
+def use_grouped_attention(model: Any) -> bool:
+    """Switch a model from transformers' SDPA attention to `grouped_query_attention`; False if it uses another kind."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    model.set_attn_implementation(GROUPED_ATTENTION)
+    return True
+
+
+def use_stock_attention(model: Any) -> None:
+    """Undo `use_grouped_attention` (benchmarks run their baselines on transformers' own attention)."""
+    if getattr(model.config, "_attn_implementation", None) == GROUPED_ATTENTION:
+        model.set_attn_implementation("sdpa")
 
 
 @dataclass
@@ -134,8 +232,6 @@ class HFEngine(TokenizerEngine):
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model_path = resolve_model(model)
@@ -210,24 +306,23 @@ class HFEngine(TokenizerEngine):
         return self.model(**kwargs)
 
     def _prefill(
-        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], room: int, need_cache: bool = True
+        self, batch: Sequence[PrefixGroup], sequences: Sequence[Sequence[int]], need_cache: bool = True
     ) -> tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         """Run the prompts of a batch of prefix groups; each group's prefix runs once.
 
-        Returns the prompt index of each row, the next-token logits of each row [rows, vocab], the KV
-        cache (with `room` free positions per row), the attention mask over the cache and each row's next
-        position. On CPU, where padding costs as much as real tokens, each group's prefix runs on its own
-        and its members' suffixes in runs of similar length; the caches are merged afterwards (left-padded
-        to one width). On GPU all prefixes run as one padded batch, then all suffixes.
+        Returns the prompt index of each row, the next-token logits of each row [rows, vocab], the KV cache, the
+        attention mask over the cache and each row's next position. On CPU, where padding costs as much as real tokens,
+        each group's prefix runs on its own and its members' suffixes in runs of similar length; the caches are merged
+        afterwards (left-padded to one width). On GPU all prefixes run as one padded batch, then all suffixes.
         """
         if self.pack_prefill:
             parts = [
                 part
                 for g in batch
-                for part in self._prefill_group_runs([g], [run.members for run in self._similar_lengths(g, sequences)], sequences, room)
+                for part in self._prefill_group_runs([g], [run.members for run in self._similar_lengths(g, sequences)], sequences)
             ]
         else:
-            parts = self._prefill_group_runs(batch, [[i for g in batch for i in g.members]], sequences, room)
+            parts = self._prefill_group_runs(batch, [[i for g in batch for i in g.members]], sequences)
         rows = [i for part in parts for i in part[0]]
         logits = torch.cat([part[1] for part in parts])
         if not need_cache:
@@ -235,7 +330,7 @@ class HFEngine(TokenizerEngine):
         if len(parts) == 1:
             return parts[0]
         width = max(part[3].shape[1] for part in parts)
-        cache = ReservedKVCache.stacked([part[2] for part in parts], width, room)
+        cache = stacked_cache([part[2] for part in parts], width)
         mask = torch.cat([torch.nn.functional.pad(part[3], (width - part[3].shape[1], 0)) for part in parts])
         positions = torch.cat([part[4] for part in parts])
         return rows, logits, cache, mask, positions
@@ -257,16 +352,15 @@ class HFEngine(TokenizerEngine):
             yield PrefixGroup(group.prefix, run)
 
     def _prefill_group_runs(
-        self, groups: Sequence[PrefixGroup], runs: Sequence[list[int]], sequences: Sequence[Sequence[int]], room: int
+        self, groups: Sequence[PrefixGroup], runs: Sequence[list[int]], sequences: Sequence[Sequence[int]]
     ) -> list[tuple[list[int], torch.Tensor, Any, torch.Tensor, torch.Tensor]]:
         """Run the prefixes of `groups` as one padded batch, then each run of their members' suffixes on top.
 
         `runs` split the groups' members (prompt indices); each run is one padded batch of suffixes over
         copies of its members' prefix caches. Returns one part (rows, logits, cache, mask, next positions) per run.
         """
-        suffix_width = max(len(sequences[i]) - len(g.prefix) for g in groups for i in g.members)
         ids, mask, positions = self._pad([g.prefix for g in groups])
-        out = self._forward(ids, mask, positions, ReservedKVCache(room + suffix_width), last_only=True)
+        out = self._forward(ids, mask, positions, new_cache(), last_only=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
         self.stats.extra["prompt_tokens_run"] += sum(len(g.prefix) for g in groups)
         if all(len(g.members) == 1 and len(sequences[g.members[0]]) == len(g.prefix) for g in groups):
@@ -280,7 +374,7 @@ class HFEngine(TokenizerEngine):
                 cache.batch_select_indices(owner)  # the only run: copy each prefix cache to its members in place
                 run_cache = cache
             else:
-                run_cache = cache.selected(owner)
+                run_cache = selected_rows(cache, owner)
             suffixes = [list(sequences[i][len(groups[group_of[i]].prefix) :]) for i in run]
             parts.append((list(run), *self._run_suffixes(suffixes, run_cache, mask[owner], logits[owner])))
         return parts
@@ -390,7 +484,7 @@ class HFEngine(TokenizerEngine):
         elif params.temperature > 0:
             generator = self._generator(params.seed)
         for batch in self._batches(rows_ids, room=params.max_tokens):
-            rows, logits, cache, mask, positions = self._prefill(batch, rows_ids, params.max_tokens)
+            rows, logits, cache, mask, positions = self._prefill(batch, rows_ids)
             row_generators = [generator[i] for i in rows] if isinstance(generator, list) else generator
             new_tokens = self._decode(logits, cache, mask, positions, params, row_generators)
             del cache
@@ -408,7 +502,7 @@ class HFEngine(TokenizerEngine):
         room = max((len(c) for cands in cand_ids for c in cands), default=1)
         for batch in self._batches(contexts, room=room):
             multi = any(len(c) > 1 for g in batch for i in g.members for c in cand_ids[i])
-            rows, logits, cache, mask, positions = self._prefill(batch, contexts, room, need_cache=multi)
+            rows, logits, cache, mask, positions = self._prefill(batch, contexts, need_cache=multi)
             first = torch.log_softmax(logits.float(), dim=-1)  # the next-token distribution after each prompt
             for r, i in enumerate(rows):
                 results[i] = [first[r, c[0]].item() for c in cand_ids[i]]
@@ -439,7 +533,7 @@ class HFEngine(TokenizerEngine):
             cands = [cand_ids[rows[r]][j] for r, j in chunk]
             # Feed all candidate tokens but the last (right padding: later pads cannot affect earlier tokens).
             ids, cand_mask, pos = self._pad([c[:-1] for c in cands], start=positions[owner][:, None], left=False)
-            out = self._forward(ids, torch.cat([mask[owner], cand_mask], dim=-1), pos, cache.selected(owner), last_only=False)
+            out = self._forward(ids, torch.cat([mask[owner], cand_mask], dim=-1), pos, selected_rows(cache, owner), last_only=False)
             logprobs = torch.log_softmax(out.logits.float(), dim=-1)
             for k, ((r, j), c) in enumerate(zip(chunk, cands, strict=True)):
                 targets = torch.tensor(c[1:], device=self.device)
@@ -451,4 +545,13 @@ class HFEngine(TokenizerEngine):
             torch.cuda.empty_cache()
 
 
-__all__ = ["HFEngine", "PrefixGroup", "group_by_prefix", "pick_device", "pick_dtype"]
+__all__ = [
+    "GROUPED_ATTENTION",
+    "HFEngine",
+    "PrefixGroup",
+    "group_by_prefix",
+    "pick_device",
+    "pick_dtype",
+    "use_grouped_attention",
+    "use_stock_attention",
+]
