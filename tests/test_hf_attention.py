@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from tests.test_hf_engine_cache import verify_prompts
 from tests.tiny_model import build_tiny_llama
 from voc.engines.base import SamplingParams
-from voc.engines.hf import GROUPED_ATTENTION, HFEngine, new_cache, selected_rows, stacked_cache, use_stock_attention
+from voc.engines.hf import HFEngine, new_cache, selected_rows, stacked_cache, use_grouped_attention, use_stock_attention
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def decode_logits(model, cache, steps: int = 6) -> torch.Tensor:
 def test_grouped_attention_matches_transformers_defaults(gqa_model_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gqa_model_dir, dtype=torch.float32).eval()
     stock = decode_logits(model, DynamicCache())
-    model.set_attn_implementation(GROUPED_ATTENTION)
+    assert use_grouped_attention(model)
     torch.testing.assert_close(decode_logits(model, new_cache()), stock, atol=1e-4, rtol=0)
 
 

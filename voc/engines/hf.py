@@ -161,14 +161,13 @@ def grouped_query_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
-AttentionMaskInterface.register(GROUPED_ATTENTION, sdpa_mask)
-
-
 def use_grouped_attention(model: Any) -> bool:
-    """Switch a model from transformers' SDPA attention to `grouped_query_attention`; False if it uses another kind."""
+    """Switch a model from transformers' SDPA attention to `grouped_query_attention`; False if it uses another kind.
+    The function is registered with transformers here, on first use, not when this module is imported."""
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)  # idempotent: sets one name
+    AttentionMaskInterface.register(GROUPED_ATTENTION, sdpa_mask)
     model.set_attn_implementation(GROUPED_ATTENTION)
     return True
 
