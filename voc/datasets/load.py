@@ -44,7 +44,9 @@ def dataset_name(given: str) -> str:
     name, _, split = given.partition(":")
     if name in DATASETS and split == DATASETS[name].default_split:
         return name
-    return given.replace("/", "_") if HUB.match(given) else Path(given).name if "/" in given else given
+    if HUB.match(given):
+        return given.replace("/", "_")
+    return Path(given).name if "/" in given else given
 
 
 def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSpec, str | None]:
