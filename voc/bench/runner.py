@@ -404,6 +404,22 @@ class BenchOutcome:
     report_files: list[Path] = field(default_factory=list)
 
 
+def open_session(folder: RunFolder, config: BenchConfig, command: Sequence[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Record a new session (command, hardware, status "running") in the run's run.json; (the run info, the session)."""
+    session: dict[str, Any] = {
+        "id": os.urandom(6).hex(),
+        "started": now_iso(),
+        "command": list(command) if command is not None else None,
+        "hardware": describe_hardware(),
+        "status": "running",
+    }
+    info = folder.read_run_info()
+    info.update(config=config.model_dump(mode="json", exclude={"force"}), strategies=_merge(info.get("strategies", []), config.strategies))
+    info.setdefault("sessions", []).append(session)
+    folder.write_run_info(info)
+    return info, session
+
+
 def run_bench(
     config: BenchConfig,
     engine: Engine | None = None,
@@ -427,18 +443,7 @@ def run_bench(
     planned = sum(len(qs) for qs in plan.values()) * len(config.strategies)
     outcome = BenchOutcome(folder.path, planned, 0, 0, 0, dropped)
 
-    session: dict[str, Any] = {
-        "id": os.urandom(6).hex(),
-        "started": now_iso(),
-        "command": list(command) if command is not None else None,
-        "hardware": describe_hardware(),
-        "status": "running",
-    }
-    info = folder.read_run_info()
-    info.update(config=config.model_dump(mode="json", exclude={"force"}), strategies=_merge(info.get("strategies", []), config.strategies))
-    info.setdefault("sessions", []).append(session)
-    folder.write_run_info(info)
-
+    info, session = open_session(folder, config, command)
     own_engine = engine is None
     try:
         if engine is None:

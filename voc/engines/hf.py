@@ -20,6 +20,7 @@ How it stays fast without changing results:
   heads) attend through torch's SDPA with `enable_gqa=True`, which reads each key/value head once.
   transformers' own SDPA path copies keys and values per query head (`repeat_kv`) whenever there is an
   attention mask (transformers 5.19 and 5.20 on CPU and CUDA), which a batched decoding step always has.
+  On the embedded model on CPU that makes VoC's verification round 2.44x faster (`benchmarks/README.md`).
   The KV cache is transformers' `DynamicCache` (a hand-built cache that wrote tokens in place gained
   0.99-1.10x over it in `benchmarks/hf_mechanisms.py` and was dropped).
 - Generation is a plain greedy/sampling loop over the KV cache: only the last position's logits
