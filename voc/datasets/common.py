@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from voc.types import Question
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+Record = tuple["Loc", str | None, Any]  # (where, its key in a JSON-object file or None, the row or a DataError)
 
 
 class DataError(ValueError):
@@ -42,9 +43,6 @@ class Loc(NamedTuple):
 
     def error(self, reason: str, skippable: bool = True) -> DataError:
         return DataError(self.source, reason, self.line, self.where, skippable)
-
-
-Record = tuple[Loc, str | None, Any]  # (where, its key in a JSON-object file or None, the row or a DataError)
 
 
 @dataclass
