@@ -242,17 +242,15 @@ def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> l
     order; all of them if n >= len(questions)."""
     if n < 0:
         raise ValueError(f"sample size must be >= 0, got {n}")
-    items = list(questions)
-    if n >= len(items):
-        return items
+    if n >= len(questions):
+        return list(questions)
     strata: dict[str, list[int]] = {}
-    for index, question in enumerate(items):
+    for index, question in enumerate(questions):
         strata.setdefault("" if question.gold is None else f"={question.gold}", []).append(index)
-    keys = sorted(strata)
-    exact = {key: n * len(strata[key]) / len(items) for key in keys}
-    quota = {key: int(exact[key]) for key in keys}
-    for key in sorted(keys, key=lambda k: (-(exact[k] - quota[k]), -len(strata[k]), k))[: n - sum(quota.values())]:
+    exact = {key: n * len(strata[key]) / len(questions) for key in sorted(strata)}
+    quota = {key: int(share) for key, share in exact.items()}
+    for key in sorted(exact, key=lambda k: (quota[k] - exact[k], -len(strata[k]), k))[: n - sum(quota.values())]:
         quota[key] += 1
     rng = random.Random(seed)
-    chosen = [index for key in keys for index in rng.sample(strata[key], quota[key])]
-    return [items[i] for i in sorted(chosen)]
+    chosen = sorted(index for key, count in quota.items() for index in rng.sample(strata[key], count))
+    return [questions[i] for i in chosen]
