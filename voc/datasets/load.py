@@ -135,9 +135,7 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata
     f = spec.fields
     if not isinstance(row, Mapping):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-
-    def get(name: str) -> Any:  # a field (or `_index`, `_key`); None when absent
-        return {"_index": index, "_key": key}[name] if name in ("_index", "_key") else row.get(name)
+    get = {**row, "_index": index, "_key": key}.get  # a field, the record's position or its key; None when absent
 
     def slot(match: re.Match[str]) -> str:  # one {a|b} slot of the id template: the first of its fields that is set
         names = [n.strip() for n in match.group(1).split("|")]
