@@ -148,27 +148,25 @@ def records(path: Path, fmt: str | None = None, key_name: str = "key") -> Iterat
     name, fmt = display_name(path), fmt or FORMATS.get(path.suffix.lower())
     if fmt in ("csv", "tsv"):
         yield from csv_records(path, "\t" if fmt == "tsv" else ",")
-        return
-    if fmt == "jsonl":
+    elif fmt == "jsonl":
         yield from ((Loc(name, line, f"line {line}"), None, row) for line, row in iter_jsonl(path))
-        return
-    if fmt not in ("json", "parquet"):
-        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
-    data = read_bytes(path)
-    if fmt == "parquet":
+    elif fmt == "parquet":
         import pyarrow.parquet as pq  # a dependency of `datasets`
 
-        value = pq.read_table(io.BytesIO(data)).to_pylist()
-    else:
+        rows = pq.read_table(io.BytesIO(read_bytes(path))).to_pylist()
+        yield from ((Loc(name, None, f"row {n}"), None, row) for n, row in enumerate(rows, start=1))
+    elif fmt == "json":
+        data = read_bytes(path)
         value = parse_json(data, name) if data.strip() else None
-    if isinstance(value, dict):
-        yield from ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
-    elif isinstance(value, list):
-        what = "row" if fmt == "parquet" else "record"
-        yield from ((Loc(name, None, f"{what} {n}"), None, item) for n, item in enumerate(value, start=1))
+        if isinstance(value, dict):
+            yield from ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
+        elif isinstance(value, list):
+            yield from ((Loc(name, None, f"record {n}"), None, item) for n, item in enumerate(value, start=1))
+        else:
+            what = "the file is empty" if value is None else f"got {type(value).__name__}"
+            raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
     else:
-        what = "the file is empty" if value is None else f"got {type(value).__name__}"
-        raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
+        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
 
 
 def csv_records(path: Path, delimiter: str = ",") -> Iterator[Record]:
