@@ -64,7 +64,8 @@ class LoadReport:
         if self.errors:
             first = self.errors[0]
             where = first.where if first.source == self.source else f"{first.source} {first.where}"
-            text = f"skipped {self.skipped} invalid rows in {self.source} (first: {where}: {first.reason})"
+            what = f"skipped {self.skipped} invalid rows in {self.source}" if self.loaded else f"all {self.skipped} rows are invalid"
+            text = f"{what} (first: {where}: {first.reason})"
         if self.dropped_options:
             text += f"; dropped {self.dropped_options} empty or placeholder options in {self.rows_with_dropped} rows"
         return text

@@ -238,12 +238,10 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
         questions.append(question)
         report.dropped_options += dropped
         report.rows_with_dropped += bool(dropped)
-    if not questions and report.errors:
-        first = report.errors[0]
-        raise DataError(label, f"all {report.skipped} rows are invalid (first: {first.where}: {first.reason})", skippable=False)
-    if not questions:
-        raise DataError(label, f"no questions in split {split!r}" if keys else "the file holds no rows", 1 if not keys else None, False)
     report.loaded = len(questions)
+    if not questions:
+        empty = f"no questions in split {split!r}" if keys else "the file holds no rows"
+        raise DataError(label, report.summary() if report.errors else empty, None if keys else 1, skippable=False)
     if report.errors or report.dropped_options:
         logger.warning(report.summary())
     return QuestionList(questions, report)
