@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from voc.types import Question
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+Record = tuple["Loc", str | None, Any]  # (where, its key in a JSON-object file or None, the row or a DataError)
 
 
 class DataError(ValueError):
@@ -44,9 +45,6 @@ class Loc(NamedTuple):
         return DataError(self.source, reason, self.line, self.where, skippable)
 
 
-Record = tuple[Loc, str | None, Any]  # (where, its key in a JSON-object file or None, the row or a DataError)
-
-
 @dataclass
 class LoadReport:
     """What a load read: questions loaded, bad rows skipped, empty or placeholder options dropped."""
@@ -66,7 +64,8 @@ class LoadReport:
         if self.errors:
             first = self.errors[0]
             where = first.where if first.source == self.source else f"{first.source} {first.where}"
-            text = f"skipped {self.skipped} invalid rows in {self.source} (first: {where}: {first.reason})"
+            what = f"skipped {self.skipped} invalid rows in {self.source}" if self.loaded else f"all {self.skipped} rows are invalid"
+            text = f"{what} (first: {where}: {first.reason})"
         if self.dropped_options:
             text += f"; dropped {self.dropped_options} empty or placeholder options in {self.rows_with_dropped} rows"
         return text
@@ -150,27 +149,25 @@ def records(path: Path, fmt: str | None = None, key_name: str = "key") -> Iterat
     name, fmt = display_name(path), fmt or FORMATS.get(path.suffix.lower())
     if fmt in ("csv", "tsv"):
         yield from csv_records(path, "\t" if fmt == "tsv" else ",")
-        return
-    if fmt == "jsonl":
+    elif fmt == "jsonl":
         yield from ((Loc(name, line, f"line {line}"), None, row) for line, row in iter_jsonl(path))
-        return
-    if fmt not in ("json", "parquet"):
-        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
-    data = read_bytes(path)
-    if fmt == "parquet":
+    elif fmt == "parquet":
         import pyarrow.parquet as pq  # a dependency of `datasets`
 
-        value = pq.read_table(io.BytesIO(data)).to_pylist()
-    else:
+        rows = pq.read_table(io.BytesIO(read_bytes(path))).to_pylist()
+        yield from ((Loc(name, None, f"row {n}"), None, row) for n, row in enumerate(rows, start=1))
+    elif fmt == "json":
+        data = read_bytes(path)
         value = parse_json(data, name) if data.strip() else None
-    if isinstance(value, dict):
-        yield from ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
-    elif isinstance(value, list):
-        what = "row" if fmt == "parquet" else "record"
-        yield from ((Loc(name, None, f"{what} {n}"), None, item) for n, item in enumerate(value, start=1))
+        if isinstance(value, dict):
+            yield from ((Loc(name, None, f"{key_name} {key.strip()}"), key.strip(), item) for key, item in value.items())
+        elif isinstance(value, list):
+            yield from ((Loc(name, None, f"record {n}"), None, item) for n, item in enumerate(value, start=1))
+        else:
+            what = "the file is empty" if value is None else f"got {type(value).__name__}"
+            raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
     else:
-        what = "the file is empty" if value is None else f"got {type(value).__name__}"
-        raise DataError(name, f"{what}; expected a JSON list or object of records", line=1, skippable=False)
+        raise ValueError(f"cannot tell the format of {path.name}: name it .jsonl, .json, .csv, .tsv or .parquet, or give a spec's `format`")
 
 
 def csv_records(path: Path, delimiter: str = ",") -> Iterator[Record]:
@@ -244,17 +241,15 @@ def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> l
     order; all of them if n >= len(questions)."""
     if n < 0:
         raise ValueError(f"sample size must be >= 0, got {n}")
-    items = list(questions)
-    if n >= len(items):
-        return items
+    if n >= len(questions):
+        return list(questions)
     strata: dict[str, list[int]] = {}
-    for index, question in enumerate(items):
+    for index, question in enumerate(questions):
         strata.setdefault("" if question.gold is None else f"={question.gold}", []).append(index)
-    keys = sorted(strata)
-    exact = {key: n * len(strata[key]) / len(items) for key in keys}
-    quota = {key: int(exact[key]) for key in keys}
-    for key in sorted(keys, key=lambda k: (-(exact[k] - quota[k]), -len(strata[k]), k))[: n - sum(quota.values())]:
+    exact = {key: n * len(strata[key]) / len(questions) for key in sorted(strata)}
+    quota = {key: int(share) for key, share in exact.items()}
+    for key in sorted(exact, key=lambda k: (quota[k] - exact[k], -len(strata[k]), k))[: n - sum(quota.values())]:
         quota[key] += 1
     rng = random.Random(seed)
-    chosen = [index for key in keys for index in rng.sample(strata[key], quota[key])]
-    return [items[i] for i in sorted(chosen)]
+    chosen = sorted(index for key, count in quota.items() for index in rng.sample(strata[key], count))
+    return [questions[i] for i in chosen]

@@ -119,9 +119,9 @@ def _gold(how: str, raw: Any, name: str, options: dict[str, Any]) -> str:
     return matches[0]
 
 
-def _context(f: Fields, get: Callable[[str], Any]) -> str | None:
+def _context(f: Fields, get: Callable[[str | None], Any]) -> str | None:
     """The context field; a list is joined by context_join, each part prefixed by its label from context_labels."""
-    if (value := get(f.context) if f.context else None) is None or isinstance(value, str):
+    if (value := get(f.context)) is None or isinstance(value, str):
         return value
     labels = get(f.context_labels) if f.context_labels else [""] * len(value) if isinstance(value, list) else None
     lists_match = isinstance(value, list) and isinstance(labels, list) and len(labels) == len(value)
@@ -135,9 +135,7 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata
     f = spec.fields
     if not isinstance(row, Mapping):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-
-    def get(name: str) -> Any:  # a field (or `_index`, `_key`); None when absent
-        return {"_index": index, "_key": key}[name] if name in ("_index", "_key") else row.get(name)
+    get = {**row, "_index": index, "_key": key}.get  # a field, the record's position or its key; None when absent or unmapped
 
     def slot(match: re.Match[str]) -> str:  # one {a|b} slot of the id template: the first of its fields that is set
         names = [n.strip() for n in match.group(1).split("|")]
@@ -151,14 +149,14 @@ def _question(spec: DatasetSpec, row: Any, key: str | None, index: int, metadata
     if gold in dropped:
         raise ValueError(f"the gold option {gold!r} is a placeholder ({dropped[gold]!r}); fix the row's gold or its options")
     kept = {label: t for label, t in options.items() if label not in dropped}
-    answer, text = get(f.answer_text) if f.answer_text else None, kept.get(gold or "")
+    answer, text = get(f.answer_text), kept.get(gold or "")
     if isinstance(answer, str) and isinstance(text, str) and _norm(answer) != _norm(text):
         raise ValueError(f"{f.answer_text} {one_line(answer, 80)!r} is not the text of the gold option {gold!r} ({one_line(text, 80)!r})")
     if spec.n_options is not None and len(kept) != spec.n_options:
         raise ValueError(f"expected {spec.n_options} options, got {len(kept)}")
     used = f.used()
     metadata.update({k: v for k, v in row.items() if k not in used} if f.metadata is None else {n: get(s) for n, s in f.metadata.items()})
-    if f.subject and get(f.subject) is not None:
+    if get(f.subject) is not None:
         metadata["subject"] = get(f.subject)
     if not isinstance(stem := get(f.question), str):
         raise ValueError(f"field {f.question!r} must be a text, got {'nothing' if stem is None else type(stem).__name__}")
@@ -240,12 +238,10 @@ def load_spec(spec: DatasetSpec, root: str | Path | None = None, path: str | Pat
         questions.append(question)
         report.dropped_options += dropped
         report.rows_with_dropped += bool(dropped)
-    if not questions and report.errors:
-        first = report.errors[0]
-        raise DataError(label, f"all {report.skipped} rows are invalid (first: {first.where}: {first.reason})", skippable=False)
-    if not questions:
-        raise DataError(label, f"no questions in split {split!r}" if keys else "the file holds no rows", 1 if not keys else None, False)
     report.loaded = len(questions)
+    if not questions:
+        empty = f"no questions in split {split!r}" if keys else "the file holds no rows"
+        raise DataError(label, report.summary() if report.errors else empty, None if keys else 1, skippable=False)
     if report.errors or report.dropped_options:
         logger.warning(report.summary())
     return QuestionList(questions, report)
