@@ -193,6 +193,11 @@ def test_a_spec_file(tmp_path: Path, data_root: Path) -> None:
     (question,) = load_dataset(str(spec_file))
     assert (question.id, question.gold, question.metadata) == ("exam-0", "B", {"why": "because"})
     assert dataset_name(str(spec_file)) == "my_exam"
+    (tmp_path / "yes_no.csv").write_text("q,ans\nIs it?,no\n", encoding="utf-8")  # fixed options: no options column
+    fields = "fields: {question: q, gold: ans, gold_as: text}\n"
+    (tmp_path / "yes_no.yaml").write_text("source: ./yes_no.csv\noptions: {A: 'yes', B: 'no'}\n" + fields)
+    (question,) = load_dataset(str(tmp_path / "yes_no.yaml"))
+    assert (question.options, question.gold) == ({"A": "yes", "B": "no"}, "B")
     (tmp_path / "medqa5.yaml").write_text("source: medqa_5options/test.jsonl\nfields: {gold: answer_idx, id: 'x-{_index}'}\n")
     assert len(load_dataset(str(tmp_path / "medqa5.yaml"), root=data_root)) == 1273  # plain paths are under the data root
 

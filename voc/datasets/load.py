@@ -191,7 +191,8 @@ def _open(spec: DatasetSpec, root: str | Path | None, path: str | Path | None, s
     names = list(dict.fromkeys(k for _, row in dicts for k in row))  # a CSV file's header, else the first records' fields
     fields = Fields(**{**infer_fields(names), **spec.fields.model_dump(exclude_unset=True)}) if spec.infer else spec.fields
     options = [] if spec.options else [fields.options] if isinstance(fields.options, str) else fields.options
-    needed = [fields.question, fields.gold, *options, *([*fields.used(), *(fields.metadata or {}).values()] if header else [])]
+    header_needs = [*fields.used(options=not spec.options), *(fields.metadata or {}).values()]  # every field read
+    needed = header_needs if header else [fields.question, fields.gold, *options]
     if missing := [n for n in dict.fromkeys(needed) if n and not n.startswith("_") and n not in names]:
         hint = "map them with --field KEY=FIELD (voc bench), fields= (load_file) or a spec file" if spec.infer else "fix the spec's fields"
         at = Loc(dicts[0][0].source, 1, "line 1") if header else dicts[0][0]

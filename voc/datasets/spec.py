@@ -33,10 +33,12 @@ class Fields(BaseModel, extra="forbid"):
     subject: str | None = None  # kept as metadata["subject"]: reports then give per-subject tables
     metadata: Annotated[dict[str, str] | None, BeforeValidator(lambda v: {n: n for n in v} if isinstance(v, list) else v)] = None
 
-    def used(self) -> list[str]:
-        """The record fields this mapping reads, but for metadata."""
-        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject]
-        names += [*(self.options if isinstance(self.options, list) else [self.options]), *"|".join(SLOT.findall(self.id)).split("|")]
+    def used(self, options: bool = True) -> list[str]:
+        """The record fields this mapping reads, but for metadata (and the options' fields with options=False: a spec's
+        fixed options)."""
+        option_fields = (self.options if isinstance(self.options, list) else [self.options]) if options else []
+        names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject, *option_fields]
+        names += "|".join(SLOT.findall(self.id)).split("|")
         return [n.strip() for n in names if n]
 
 
