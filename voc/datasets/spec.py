@@ -34,8 +34,8 @@ class Fields(BaseModel, extra="forbid"):
     metadata: Annotated[dict[str, str] | None, BeforeValidator(lambda v: {n: n for n in v} if isinstance(v, list) else v)] = None
 
     def used(self, options: bool = True) -> list[str]:
-        """The record fields this mapping reads, but for metadata (and the options' fields with options=False: a spec's
-        fixed options)."""
+        """The record fields this mapping reads, but for metadata; options=False leaves out the option fields (a spec
+        with fixed options reads none)."""
         option_fields = (self.options if isinstance(self.options, list) else [self.options]) if options else []
         names = [self.question, self.gold, self.answer_text, self.context, self.context_labels, self.subject, *option_fields]
         names += "|".join(SLOT.findall(self.id)).split("|")
