@@ -22,7 +22,7 @@ How it stays fast without changing results:
   attention mask (transformers 5.19 and 5.20 on CPU and CUDA), which a batched decoding step always has.
   On the embedded model on CPU that makes VoC's verification round 2.44x faster (`benchmarks/README.md`).
   The KV cache is transformers' `DynamicCache` (a hand-built cache that wrote tokens in place gained
-  0.99-1.10x over it in `benchmarks/hf_mechanisms.py` and was dropped).
+  0.99-1.27x over it in `benchmarks/hf_mechanisms.py` runs, under the 1.3x that would keep it, and was dropped).
 - Generation is a plain greedy/sampling loop over the KV cache: only the last position's logits
   are computed, stop strings are checked on the last few decoded tokens, and finished rows are
   dropped from the batch.
