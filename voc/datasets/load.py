@@ -38,15 +38,9 @@ def infer_fields(names: list[str]) -> dict[str, Any]:
 
 def dataset_name(given: str) -> str:
     """The name a dataset goes by in records and reports: a built-in name (`pubmedqa:test` is `pubmedqa`), `name:split`,
-    a spec file's `name`, a data file's name, `hf:org_name` for a hub id. Never a '/': reports read 'dataset/subject'."""
-    if given.endswith((".yaml", ".yml")) and Path(given).is_file():
-        given = read_spec(given).name or Path(given).stem
-    name, _, split = given.partition(":")
-    if name in DATASETS and split == DATASETS[name].default_split:
-        return name
-    if HUB.match(given):
-        return given.replace("/", "_")
-    return Path(given).name if "/" in given else given
+    a spec file's `name`, a data file's name, `hf:org_name` for a hub id."""
+    spec, split = resolve(given)
+    return spec.name if split in (None, spec.default_split) else f"{spec.name}:{split}"
 
 
 def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSpec, str | None]:
@@ -69,8 +63,9 @@ def resolve(given: str, fields: dict[str, Any] | None = None) -> tuple[DatasetSp
                          f"a data file ({', '.join(FORMATS)}) or a hub id hf:org/name")  # fmt: skip
     if "gold" in (fields := fields or {}) and "gold_as" not in fields:  # a gold alone is read as `auto`, not checked against `answer`
         fields = {"answer_text": None, **fields, "gold_as": "auto"}
+    name = given.replace("/", "_") if HUB.match(given) else path.name  # never a '/': reports read 'dataset/subject'
     try:
-        return DatasetSpec(name=dataset_name(given), source=source, fields=Fields(**fields), infer=True), None
+        return DatasetSpec(name=name, source=source, fields=Fields(**fields), infer=True), None
     except ValidationError as exc:
         raise DataError("--field", reason(exc), skippable=False) from None
 
